@@ -1,0 +1,493 @@
+"""Long-format series tables on disk: one row per (series, time), one column per channel.
+
+File layout (CSV or Parquet, chosen by the file extension)::
+
+    series_id,time,HR,Temp
+    bed-7,0.0,71,
+    bed-7,0.5,,36.9
+    bed-9,0.0,80,37.2
+
+- ``series_id`` is read as text (``007`` stays ``007``).
+- ``time`` holds numbers, already in the table's time unit, or ISO-8601 datetimes, which are
+  converted to float time units since the Unix epoch, UTC (a datetime without an offset is
+  read as UTC); :func:`datetimes_to_float` is the one place that does this conversion.
+- Every other column is a channel. An empty cell (or ``NaN``/``NA``/``null`` in a CSV, a null in
+  Parquet) means "not observed".
+- Rows must be sorted by time within each series; the rows of different series may interleave.
+  Series keep the order in which their first row appears in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from latent_ode.data import Series
+from latent_ode.errors import ConfigError, DataError
+
+__all__ = [
+    "SERIES_ID",
+    "TIME",
+    "TIME_UNITS",
+    "SeriesTable",
+    "TimeUnit",
+    "datetimes_to_float",
+    "read_long",
+    "to_frame",
+    "write_long",
+]
+
+logger = logging.getLogger(__name__)
+
+SERIES_ID = "series_id"
+TIME = "time"
+
+TimeUnit = Literal["seconds", "minutes", "hours", "days"]
+TIME_UNITS: tuple[str, ...] = get_args(TimeUnit)
+_SECONDS_PER_UNIT = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+
+# Cell texts a CSV channel column treats as "not observed" (besides the empty cell).
+_CSV_MISSING = ["", "NaN", "nan", "NA", "N/A", "null", "NULL", "None"]
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _check_time_unit(time_unit: str) -> None:
+    if time_unit not in _SECONDS_PER_UNIT:
+        raise ConfigError(
+            f"`time_unit` must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}."
+        )
+
+
+@dataclass(frozen=True)
+class SeriesTable:
+    """A set of series that share channels and a time unit.
+
+    Args:
+        series: the series, each with ``D = len(channels)`` columns and a unique, non-empty id.
+        channels: the D channel names, in column order.
+        time_unit: unit of every series' times: seconds, minutes, hours or days.
+
+    Raises:
+        ConfigError: ``time_unit`` is not a known unit.
+        DataError: duplicate or empty channel names or series ids, or a series whose number of
+            channels differs from ``len(channels)``.
+    """
+
+    series: list[Series]
+    channels: list[str]
+    time_unit: str
+
+    def __post_init__(self) -> None:
+        _check_time_unit(self.time_unit)
+        channels = [str(c) for c in self.channels]
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "series", list(self.series))
+        reserved = {SERIES_ID, TIME}.intersection(channels)
+        if reserved:
+            raise DataError(
+                f"`channels` must not contain the reserved column names {sorted(reserved)}; "
+                "rename those channels."
+            )
+        if "" in channels or len(set(channels)) != len(channels):
+            dup = sorted({c for c in channels if channels.count(c) > 1 or c == ""})
+            raise DataError(
+                f"`channels` must be unique, non-empty names; got {dup!r} more than once or empty."
+            )
+        seen: set[str] = set()
+        for i, s in enumerate(self.series):
+            if s.num_channels != len(channels):
+                raise DataError(
+                    f"series {i} ({s.id!r}) has {s.num_channels} channels but `channels` names "
+                    f"{len(channels)}; give one name per column of `values`."
+                )
+            if not s.id:
+                raise DataError(
+                    f"series {i} has an empty id; give every series a unique, non-empty `id`."
+                )
+            if s.id in seen:
+                raise DataError(
+                    f"series id {s.id!r} occurs more than once (again at position {i}); "
+                    "series ids must be unique."
+                )
+            seen.add(s.id)
+
+    @property
+    def ids(self) -> list[str]:
+        """The series ids, in table order."""
+        return [s.id for s in self.series]
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+
+def datetimes_to_float(values: Sequence[object] | np.ndarray | pd.Series, unit: str) -> np.ndarray:
+    """Convert datetimes to float ``unit`` since the Unix epoch (1970-01-01T00:00:00Z).
+
+    This is the project-wide convention for ISO-8601 times: the pipelines and the service both
+    call this function. A datetime without a UTC offset is taken to be UTC; one with an offset is
+    converted to UTC.
+
+    Args:
+        values: (N,) ISO-8601 strings, ``datetime``/``pd.Timestamp`` objects or ``datetime64``.
+        unit: seconds, minutes, hours or days.
+
+    Returns:
+        (N,) float64 times in ``unit`` since the epoch.
+
+    Raises:
+        ConfigError: ``unit`` is not a known unit.
+        DataError: a value is missing or is not an ISO-8601 datetime (the message gives its index).
+    """
+    _check_time_unit(unit)
+    raw = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
+    raw = raw.reset_index(drop=True)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
+        parsed = pd.to_datetime(raw, utc=True)
+    else:
+        parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"time at index {i} must be an ISO-8601 datetime such as '2024-05-01T13:45:00Z'; "
+            f"got {raw.iloc[i]!r}."
+        )
+    ns = parsed.dt.as_unit("ns").astype("int64").to_numpy()
+    # Whole seconds and the nanosecond rest separately: float64 cannot hold ~1.7e18 ns exactly.
+    seconds = (ns // 1_000_000_000).astype(np.float64) + (ns % 1_000_000_000) / 1e9
+    return seconds / _SECONDS_PER_UNIT[unit]
+
+
+class _Locator:
+    """Turns a row of the frame being checked into the position a person looks for in the file.
+
+    Args:
+        path: the file, named in every message.
+        kind: ``csv`` (positions are line numbers, 1 = header) or ``parquet`` (0-based row index).
+        rows: for each row of the frame, its 0-based data row in the file (rows may have been
+            dropped before checking).
+    """
+
+    def __init__(self, path: Path, kind: str, rows: np.ndarray) -> None:
+        self.path = path
+        self.kind = kind
+        self.rows = rows
+
+    def pos(self, i: int) -> str:
+        row = int(self.rows[i])
+        if self.kind == "csv":
+            # Line 1 is the header, so data row 0 is on line 2.
+            return f"line {row + 2}"
+        return f"row index {row} (0-based)"
+
+    def __call__(self, i: int) -> str:
+        return f"{self.path}, {self.pos(i)}"
+
+
+def _file_kind(path: Path) -> str:
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"cannot tell the format of {str(path)!r} from its extension {path.suffix!r}; "
+            "use a .csv or .parquet file."
+        )
+    return kind
+
+
+def _read_frame(path: Path, kind: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist; check the path.")
+    if kind == "parquet":
+        return pd.read_parquet(path)
+    header = pd.read_csv(path, nrows=0).columns
+    dtypes = {c: str for c in header if c == SERIES_ID}
+    na_values = {c: ([""] if c in (SERIES_ID, TIME) else _CSV_MISSING) for c in header}
+    return pd.read_csv(
+        path,
+        dtype=dtypes,
+        keep_default_na=False,
+        na_values=na_values,
+        # Exact decimal <-> float conversion, so that write_long/read_long round-trip.
+        float_precision="round_trip",
+        # Keep blank lines as rows so that row i is always on line i + 2.
+        skip_blank_lines=False,
+    )
+
+
+def _cell(col: pd.Series, i: int) -> object:
+    """The cell as a plain Python value, so that messages show ``0.5``, not ``np.float64(0.5)``."""
+    v = col.iloc[i]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _column_list(columns: Sequence[object]) -> str:
+    return ", ".join(repr(str(c)) for c in columns)
+
+
+def _numeric_column(
+    frame: pd.DataFrame, column: str, where: _Locator, *, what: str
+) -> np.ndarray:
+    """The column as float64, or a DataError at the first cell that is not a number."""
+    col = frame[column]
+    if pd.api.types.is_bool_dtype(col.dtype) or not pd.api.types.is_numeric_dtype(col.dtype):
+        as_num = pd.to_numeric(col, errors="coerce")
+        bad = (as_num.isna() & col.notna()).to_numpy()
+        if pd.api.types.is_bool_dtype(col.dtype):
+            bad = col.notna().to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{where(i)}, column {column!r}: {what} must be a number or empty; got "
+                f"{_cell(col, i)!r}. Fix or blank out that cell."
+            )
+        # Only missing cells (e.g. an all-empty object column in Parquet).
+        return np.full(len(col), np.nan)
+    return col.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.ndarray:
+    col = frame[TIME]
+    missing = col.isna().to_numpy()
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise DataError(
+            f"{where(i)}, column {TIME!r}: every row needs a time; the cell is empty. "
+            "Fill in the time or delete the row."
+        )
+    if pd.api.types.is_bool_dtype(col.dtype):
+        raise DataError(
+            f"{where(0)}, column {TIME!r}: times must be numbers or ISO-8601 datetimes; got "
+            f"{_cell(col, 0)!r}."
+        )
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        times = col.to_numpy(dtype=np.float64)
+    elif isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        times = datetimes_to_float(col, time_unit)
+    else:
+        text = col.astype(str).str.strip()
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{where(i)}, column {TIME!r}: times must be all numbers (in {time_unit}) or all "
+                f"ISO-8601 datetimes such as '2024-05-01T13:45:00Z'; got {_cell(col, i)!r}."
+            )
+        times = datetimes_to_float(parsed, time_unit)
+    bad = ~np.isfinite(times)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{where(i)}, column {TIME!r}: times must be finite; got {_cell(col, i)!r}."
+        )
+    return times
+
+
+def _series_ids(frame: pd.DataFrame, where: _Locator) -> np.ndarray:
+    col = frame[SERIES_ID]
+    missing = col.isna().to_numpy()
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise DataError(
+            f"{where(i)}, column {SERIES_ID!r}: every row needs a series id; the cell is empty."
+        )
+    ids = col.astype(str).str.strip().to_numpy(dtype=object)
+    empty = ids == ""
+    if empty.any():
+        i = int(np.argmax(empty))
+        raise DataError(
+            f"{where(i)}, column {SERIES_ID!r}: every row needs a series id; got {_cell(col, i)!r}."
+        )
+    return ids
+
+
+def read_long(
+    path: str | Path,
+    *,
+    time_unit: str = "hours",
+    channels: list[str] | None = None,
+) -> SeriesTable:
+    """Read a long-format CSV or Parquet file into a :class:`SeriesTable`.
+
+    Rows where every channel is missing are dropped (the number is logged).
+
+    Args:
+        path: a ``.csv`` or ``.parquet`` (``.pq``) file; see the module docstring for the layout.
+        time_unit: unit of numeric times, and the unit ISO-8601 datetimes are converted to
+            (float units since 1970-01-01T00:00:00Z): seconds, minutes, hours or days.
+        channels: the channel columns to read, in this order; other columns are ignored.
+            ``None`` reads every column but ``series_id`` and ``time``, in file order.
+
+    Returns:
+        The table; series in order of first appearance in the file, each with strictly
+        increasing times.
+
+    Raises:
+        ConfigError: ``time_unit`` is not a known unit.
+        DataError: the file is missing or of an unknown type; the ``series_id`` or ``time``
+            column, or a requested channel, is missing; there is no channel column; a cell of a
+            channel is text or infinite; a time is empty, not finite or not parseable; times do
+            not increase within a series or repeat; or a series has no observed value. The
+            message names the file, the line (CSV, 1 = header) or 0-based row index (Parquet)
+            and the column.
+    """
+    _check_time_unit(time_unit)
+    path = Path(path)
+    kind = _file_kind(path)
+    frame = _read_frame(path, kind)
+    frame.columns = [str(c) for c in frame.columns]
+    found = list(frame.columns)
+    for required in (SERIES_ID, TIME):
+        if required not in found:
+            raise DataError(
+                f"{path}: the column {required!r} is missing; found {_column_list(found)}. "
+                f"A long-format file needs columns {SERIES_ID!r}, {TIME!r} and one per channel."
+            )
+    available = [c for c in found if c not in (SERIES_ID, TIME)]
+    if channels is None:
+        channels = available
+    else:
+        absent = [c for c in channels if c not in available]
+        if absent:
+            raise DataError(
+                f"{path}: requested channel(s) {_column_list(absent)} not found; the file has "
+                f"channels {_column_list(available)}."
+            )
+        ignored = [c for c in available if c not in channels]
+        if ignored:
+            logger.info("%s: ignoring columns not among `channels`: %s", path, ignored)
+    if not channels:
+        raise DataError(
+            f"{path}: no channel columns; found only {_column_list(found)}. Add one column per "
+            "observed variable after 'series_id' and 'time'."
+        )
+
+    if kind == "csv":
+        # Lines with nothing at all on them (e.g. a trailing blank line) are not rows.
+        blank = frame.isna().all(axis=1).to_numpy()
+        if blank.any():
+            frame = frame.loc[~blank]
+    loc = _Locator(path, kind, rows=frame.index.to_numpy())
+    frame = frame.reset_index(drop=True)
+
+    ids = _series_ids(frame, loc)
+    values = np.empty((len(frame), len(channels)), dtype=np.float64)
+    for j, name in enumerate(channels):
+        values[:, j] = _numeric_column(frame, name, loc, what="a channel value")
+    times = _parse_times(frame, loc, time_unit)
+    inf = np.isinf(values)
+    if inf.any():
+        i, j = (int(k) for k in np.argwhere(inf)[0])
+        raise DataError(
+            f"{loc(i)}, column {channels[j]!r}: values must be finite (or empty if not observed); "
+            f"got {values[i, j]}."
+        )
+
+    codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=False)
+    order = np.argsort(codes, kind="stable")  # rows grouped by series, file order kept inside
+    same = codes[order][1:] == codes[order][:-1]
+    step = np.diff(times[order])
+    bad = same & (step <= 0)
+    if bad.any():
+        # Report the offending row that comes first in the file.
+        later = order[1:][bad]
+        k = int(np.argmin(later))
+        cur, prev = int(later[k]), int(order[:-1][bad][k])
+        sid = ids[cur]
+        if times[cur] == times[prev]:
+            raise DataError(
+                f"{loc(cur)}: series {sid!r} has two rows at time {_cell(frame[TIME], cur)!r} "
+                f"(the other at {loc.pos(prev)}); merge duplicate (series, time) "
+                "rows into one."
+            )
+        raise DataError(
+            f"{loc(cur)}: times of series {sid!r} must increase; got {_cell(frame[TIME], cur)!r} "
+            f"after {_cell(frame[TIME], prev)!r} (at {loc.pos(prev)}). Sort the file "
+            "by time within each series."
+        )
+
+    observed = ~np.isnan(values)
+    has_obs = observed.any(axis=1)
+    per_series = np.bincount(codes, weights=has_obs, minlength=len(uniques))
+    if (per_series == 0).any():
+        c = int(np.argmax(per_series == 0))
+        first = int(np.argmax(codes == c))
+        raise DataError(
+            f"{path}: series {uniques[c]!r} (first row at {loc.pos(first)}) has no "
+            f"observed value in any of the channels {_column_list(channels)}; remove it or fill "
+            "in its values."
+        )
+    n_empty = int((~has_obs).sum())
+    if n_empty:
+        logger.info("%s: dropped %d row(s) where every channel is missing", path, n_empty)
+
+    keep = order[has_obs[order]]
+    kept_codes = codes[keep]
+    bounds = np.flatnonzero(np.diff(kept_codes)) + 1
+    series = [
+        Series(times=times[idx], values=values[idx], id=str(uniques[kept_codes[idx[0]]]))
+        for idx in np.split(keep, bounds)
+    ]
+    logger.info(
+        "%s: read %d series, %d rows, %d channels (time unit: %s)",
+        path, len(series), len(keep), len(channels), time_unit,
+    )
+    return SeriesTable(series=series, channels=list(channels), time_unit=time_unit)
+
+
+def to_frame(table: SeriesTable) -> pd.DataFrame:
+    """The table as a long-format DataFrame.
+
+    Args:
+        table: the series to lay out.
+
+    Returns:
+        Columns ``series_id`` (str), ``time`` (float64) and one float64 column per channel; one row
+        per (series, time), series in table order, NaN where a channel is not observed.
+    """
+    n = [len(s.times) for s in table.series]
+    if table.series:
+        times = np.concatenate([s.times for s in table.series])
+        values = np.concatenate([s.values for s in table.series], axis=0)
+    else:
+        times = np.empty(0)
+        values = np.empty((0, len(table.channels)))
+    data: dict[str, object] = {
+        SERIES_ID: pd.array(np.repeat(np.asarray(table.ids, dtype=object), n), dtype=str),
+        TIME: times,
+    }
+    for j, name in enumerate(table.channels):
+        data[name] = values[:, j]
+    return pd.DataFrame(data)
+
+
+def write_long(table: SeriesTable, path: str | Path) -> Path:
+    """Write a table as a long-format CSV or Parquet file that :func:`read_long` reads back exactly.
+
+    Args:
+        table: the series to write.
+        path: destination ``.csv`` or ``.parquet`` (``.pq``) file; parent folders are created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: the extension is neither CSV nor Parquet.
+    """
+    path = Path(path)
+    kind = _file_kind(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = to_frame(table)
+    if kind == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        # Python's shortest round-trip float repr; read_long parses with round_trip precision.
+        frame.to_csv(path, index=False, na_rep="")
+    logger.info("wrote %d series, %d rows to %s", len(table), len(frame), path)
+    return path
