@@ -1,0 +1,298 @@
+"""A trained model with its normalisation and channel names: answers in the user's units."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from latent_ode.checkpoint import load_weights, read_config, save_model_files
+from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
+from latent_ode.data import Observations, Series, collate
+from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
+from latent_ode.model import LatentODE
+from latent_ode.normalisation import Normaliser
+from latent_ode.solver import SolverStats
+
+__all__ = ["Forecast", "Forecaster", "mixture_quantiles"]
+
+_QUANTILE_BISECTIONS = 50
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The answer for one series, in the user's units.
+
+    Attributes:
+        query_times: (Q,) the query times in the order asked.
+        mode: per query, ``interpolation`` (inside the observed window), ``extrapolation``
+            (after it) or ``backcast`` (before it).
+        mean: (Q, D) predictive mean.
+        std: (Q, D) predictive standard deviation (latent uncertainty plus observation noise).
+        quantiles: level -> (Q, D) predictive quantiles.
+        stats: solver statistics of the batch this series was solved in.
+    """
+
+    query_times: np.ndarray
+    mode: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    quantiles: dict[float, np.ndarray]
+    stats: SolverStats
+
+
+def mixture_quantiles(means: Tensor, std: float, levels: Sequence[float]) -> Tensor:
+    """Quantiles of the equal-weight mixture of N(means[s], std²) over the first dimension.
+
+    Solved by bisection on the mixture CDF, so quantiles are exact to float precision and
+    ordered across levels.
+
+    Args:
+        means: (S, ...) component means.
+        std: common component standard deviation.
+        levels: K levels in (0, 1).
+
+    Returns:
+        (K, ...) quantiles.
+    """
+    normal = torch.distributions.Normal(0.0, 1.0)
+    lo = means.min(dim=0).values - 8 * std
+    hi = means.max(dim=0).values + 8 * std
+    target = torch.tensor(list(levels), dtype=means.dtype, device=means.device)
+    target = target.reshape(-1, *([1] * (means.ndim - 1)))  # (K, 1, ...)
+    lo = lo.expand(len(levels), *lo.shape).clone()
+    hi = hi.expand(len(levels), *hi.shape).clone()
+    for _ in range(_QUANTILE_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        cdf = normal.cdf((mid[:, None] - means[None]) / std).mean(dim=1)  # (K, ...)
+        below = cdf < target
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+class Forecaster:
+    """A :class:`LatentODE` with its :class:`Normaliser`, channel names and time unit.
+
+    Args:
+        model: the network.
+        normaliser: fitted on the training split.
+        channels: D channel names, in the model's order.
+        time_unit: the unit of times the user speaks (e.g. ``hours``).
+        metadata: free-form JSON-able facts (training metrics, data lineage).
+    """
+
+    def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
+                 time_unit: str, metadata: dict[str, Any] | None = None) -> None:
+        d = model.config.input_dim
+        if len(channels) != d or normaliser.num_channels != d:
+            raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
+                             f"({normaliser.num_channels}) must both match the model's "
+                             f"input_dim = {d}.")
+        if len(set(channels)) != len(channels):
+            raise ConfigError(f"`channels` must be unique; got {list(channels)}.")
+        self.model = model
+        self.normaliser = normaliser
+        self.channels = list(channels)
+        self.time_unit = time_unit
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @classmethod
+    def create(cls, model_config: ModelConfig, normaliser: Normaliser, *, channels: Sequence[str],
+               time_unit: str, metadata: dict[str, Any] | None = None,
+               seed: int | None = None) -> Forecaster:
+        """A new, untrained forecaster (parameters initialised from ``seed`` when given)."""
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = LatentODE(model_config)
+        else:
+            model = LatentODE(model_config)
+        return cls(model, normaliser, channels=channels, time_unit=time_unit, metadata=metadata)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> Forecaster:
+        """Move the model to ``device`` (in place) and return self."""
+        self.model.to(device)
+        return self
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` to ``directory``."""
+        config = {
+            "model": config_to_dict(self.model.config),
+            "normaliser": self.normaliser.to_dict(),
+            "channels": self.channels,
+            "time_unit": self.time_unit,
+            "metadata": self.metadata,
+        }
+        return save_model_files(directory, self.model, config)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: torch.device | str = "cpu") -> Forecaster:
+        """Load what :meth:`save` wrote, strictly.
+
+        Raises:
+            CheckpointError: missing files, unknown keys, or weights that do not match.
+        """
+        data = read_config(directory)
+        expected = {"model", "normaliser", "channels", "time_unit", "metadata"}
+        if set(data) != expected:
+            raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
+                                  f"{sorted(expected)}; got {sorted(data)}.")
+        try:
+            model_config = config_from_dict(ModelConfig, data["model"])
+            normaliser = Normaliser.from_dict(data["normaliser"])
+        except ConfigError as exc:
+            raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
+        model = LatentODE(model_config)
+        load_weights(directory, model)
+        model.eval()
+        return cls(model, normaliser, channels=data["channels"], time_unit=data["time_unit"],
+                   metadata=data["metadata"]).to(device)
+
+    # ------------------------------------------------------------------------------ prediction
+    def sample_normalised(self, context: Observations, query_times: Tensor, *, num_samples: int,
+                          seed: int = 0, solver: SolverConfig | None = None
+                          ) -> tuple[Tensor, SolverStats]:
+        """Latent-sample trajectories on the model's scale.
+
+        Args:
+            context: B series (normalised).
+            query_times: (B, Q) normalised query times, sorted per row.
+            num_samples: S.
+            seed: the latent noise (S, L) is drawn from this seed and shared by every series, so
+                a series' answer does not depend on the rest of the batch.
+            solver: overrides the model's solver settings.
+
+        Returns:
+            (S, B, Q, D) decoded means and the solver statistics.
+
+        Raises:
+            SolverError: ``.series`` lists the failing series (indices into the batch).
+        """
+        b, q = query_times.shape
+        t0 = self.model.reference_time(context, query_times)
+        mean, std = self.model.encode(context, t0)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        eps = torch.randn((num_samples, 1, mean.shape[1]), generator=gen, dtype=mean.dtype)
+        z0 = self.model.sample_latent(mean, std, eps.to(mean.device))  # (S, B, L)
+        t_rel = (query_times - t0[:, None]).repeat(num_samples, 1)  # (S*B, Q)
+        pred, sol = self.model.decode(z0.reshape(num_samples * b, -1), t_rel, solver=solver)
+        failed = sol.failed.reshape(num_samples, b).any(dim=0)
+        if bool(failed.any()):
+            idx = tuple(int(i) for i in failed.nonzero().flatten())
+            cfg = solver or self.model.config.solver
+            raise SolverError(
+                f"the ODE solver exceeded its budget ({cfg.max_steps} steps) or diverged for "
+                f"series {list(idx)}; shorten the horizon or loosen the tolerances.",
+                series=idx, reason="max_steps",
+            )
+        return pred.reshape(num_samples, b, q, -1), sol.stats
+
+    def predict(
+        self,
+        series: Sequence[Series],
+        query_times: Sequence[np.ndarray],
+        *,
+        num_samples: int = 32,
+        quantiles: Sequence[float] = (0.05, 0.5, 0.95),
+        seed: int = 0,
+        solver: SolverConfig | None = None,
+    ) -> list[Forecast]:
+        """Predictive mean, std and quantiles at any query times, in the user's units.
+
+        Args:
+            series: B series in the user's units, with the model's D channels.
+            query_times: B arrays (Q_b,) of times, any order, duplicates allowed, before, inside
+                or after each series' observed window.
+            num_samples: latent samples S.
+            quantiles: levels in (0, 1).
+            seed: seed of the latent noise; the same seed gives the same answer.
+            solver: overrides the model's solver settings (tolerances, step limit).
+
+        Returns:
+            One :class:`Forecast` per series, queries in the order asked.
+
+        Raises:
+            DataError / ShapeError: bad inputs. SolverError: the step limit was hit
+            (``.series`` says which).
+        """
+        if len(series) != len(query_times):
+            raise ShapeError(f"`query_times` must have one array per series ({len(series)}); got "
+                             f"{len(query_times)}.")
+        if len(series) == 0:
+            raise DataError("`series` must contain at least one series; got none.")
+        if not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ConfigError(f"`num_samples` must be a positive integer; got {num_samples!r}.")
+        levels = [float(x) for x in quantiles]
+        if any(not 0.0 < x < 1.0 for x in levels):
+            raise ConfigError(f"`quantiles` must lie strictly between 0 and 1; got {levels}.")
+        d = len(self.channels)
+        queries, refs = [], []
+        for i, (s, q) in enumerate(zip(series, query_times, strict=True)):
+            if s.num_channels != d:
+                raise ShapeError(f"series {i} ({s.id!r}) has {s.num_channels} channels; the model "
+                                 f"has {d}: {self.channels}.")
+            q = np.asarray(q, dtype=np.float64)
+            if q.ndim != 1 or q.size == 0 or not np.isfinite(q).all():
+                raise DataError(f"`query_times` of series {i} ({s.id!r}) must be a non-empty 1-D "
+                                f"array of finite times; got {q!r}.")
+            queries.append(q)
+            refs.append(s.times[0])
+        ts = self.normaliser.time_scale
+        # Times relative to each series' first observation, in float64, before going to float32:
+        # absolute times (e.g. hours since 1970) would lose precision otherwise.
+        model_series = [
+            Series(times=(s.times - r) / ts, values=self.normaliser.values_to_model(s.values),
+                   id=s.id) for s, r in zip(series, refs, strict=True)
+        ]
+        qmax = max(q.size for q in queries)
+        orders = [np.argsort(q, kind="stable") for q in queries]
+        padded = np.empty((len(series), qmax))
+        for i, (q, o, r) in enumerate(zip(queries, orders, refs, strict=True)):
+            sq = (q[o] - r) / ts
+            padded[i, : q.size] = sq
+            padded[i, q.size:] = sq[-1]
+        device = self.device
+        context = collate(model_series, device=device)
+        qt = torch.as_tensor(padded, dtype=torch.float32, device=device)
+        with torch.inference_mode():
+            samples, stats = self.sample_normalised(context, qt, num_samples=num_samples,
+                                                    seed=seed, solver=solver)
+            obs_std = self.model.config.obs_std
+            mean = samples.mean(dim=0)  # (B, Q, D)
+            std = torch.sqrt(samples.var(dim=0, unbiased=False) + obs_std**2)
+            qs = mixture_quantiles(samples, obs_std, levels) if levels else None  # (K, B, Q, D)
+        mean_np = mean.double().cpu().numpy()
+        std_np = std.double().cpu().numpy()
+        qs_np = qs.double().cpu().numpy() if qs is not None else None
+        out = []
+        for i, (s, q, o) in enumerate(zip(series, queries, orders, strict=True)):
+            inv = np.empty_like(o)
+            inv[o] = np.arange(o.size)  # back to the order asked
+            rows = inv
+            mode = ["backcast" if t < s.times[0] else "extrapolation" if t > s.times[-1]
+                    else "interpolation" for t in q]
+            out.append(Forecast(
+                query_times=q.copy(),
+                mode=mode,
+                mean=self.normaliser.values_from_model(mean_np[i, rows]),
+                std=self.normaliser.std_from_model(std_np[i, rows]),
+                quantiles={lv: self.normaliser.values_from_model(qs_np[k, i, rows])
+                           for k, lv in enumerate(levels)} if qs_np is not None else {},
+                stats=stats,
+            ))
+        return out
