@@ -54,6 +54,7 @@ _SECONDS_PER_UNIT = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 8
 
 # Cell texts a CSV channel column treats as "not observed" (besides the empty cell).
 _CSV_MISSING = ["", "NaN", "nan", "NA", "N/A", "null", "NULL", "None"]
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -208,15 +209,17 @@ def _read_frame(path: Path, kind: str) -> pd.DataFrame:
     header = pd.read_csv(path, nrows=0).columns
     dtypes = {c: str for c in header if c == SERIES_ID}
     na_values = {c: ([""] if c in (SERIES_ID, TIME) else _CSV_MISSING) for c in header}
+    # Exact decimal -> float parsing, so that write_long/read_long round-trip: the default from
+    # pandas 3 on (where the option is deprecated), "round_trip" before.
+    exact: dict[str, str] = {} if _PANDAS_MAJOR >= 3 else {"float_precision": "round_trip"}
     return pd.read_csv(
         path,
         dtype=dtypes,
         keep_default_na=False,
         na_values=na_values,
-        # Exact decimal <-> float conversion, so that write_long/read_long round-trip.
-        float_precision="round_trip",
         # Keep blank lines as rows so that row i is always on line i + 2.
         skip_blank_lines=False,
+        **exact,  # type: ignore[arg-type]
     )
 
 
@@ -271,15 +274,22 @@ def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.nda
         times = datetimes_to_float(col, time_unit)
     else:
         text = col.astype(str).str.strip()
-        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise DataError(
-                f"{where(i)}, column {TIME!r}: times must be all numbers (in {time_unit}) or all "
-                f"ISO-8601 datetimes such as '2024-05-01T13:45:00Z'; got {_cell(col, i)!r}."
-            )
-        times = datetimes_to_float(parsed, time_unit)
+        numeric = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+        if numeric.all():
+            # Python's float() parsing: exact, like the CSV reader's round_trip mode.
+            times = np.array([float(v) for v in text], dtype=np.float64)
+        else:
+            parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+            # The first row decides which kind the column holds; report the first misfit.
+            bad = ~numeric if numeric[0] else parsed.isna().to_numpy()
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise DataError(
+                    f"{where(i)}, column {TIME!r}: times must be all numbers (in {time_unit}) or "
+                    f"all ISO-8601 datetimes such as '2024-05-01T13:45:00Z'; got "
+                    f"{_cell(col, i)!r}."
+                )
+            times = datetimes_to_float(parsed, time_unit)
     bad = ~np.isfinite(times)
     if bad.any():
         i = int(np.argmax(bad))
@@ -431,7 +441,7 @@ def read_long(
     kept_codes = codes[keep]
     bounds = np.flatnonzero(np.diff(kept_codes)) + 1
     series = [
-        Series(times=times[idx], values=values[idx], id=str(uniques[kept_codes[idx[0]]]))
+        Series(times=times[idx], values=values[idx], id=str(uniques[codes[idx[0]]]))
         for idx in np.split(keep, bounds)
     ]
     logger.info(
@@ -487,7 +497,7 @@ def write_long(table: SeriesTable, path: str | Path) -> Path:
     if kind == "parquet":
         frame.to_parquet(path, index=False)
     else:
-        # Python's shortest round-trip float repr; read_long parses with round_trip precision.
+        # Floats are written as their shortest round-trip repr; read_long parses them exactly.
         frame.to_csv(path, index=False, na_rep="")
     logger.info("wrote %d series, %d rows to %s", len(table), len(frame), path)
     return path
