@@ -22,15 +22,18 @@ from latent_ode.errors import (
     ShapeError,
     SolverError,
 )
+from latent_ode.evaluation import EvalResult, evaluate
 from latent_ode.forecaster import Forecast, Forecaster
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
 from latent_ode.solver import SolverStats
+from latent_ode.training import TrainEvent, TrainResult, fit
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "EvalResult",
     "Forecast",
     "Forecaster",
     "LatentODE",
@@ -44,8 +47,12 @@ __all__ = [
     "SolverError",
     "SolverStats",
     "TrainConfig",
+    "TrainEvent",
+    "TrainResult",
     "collate",
     "config_from_dict",
     "config_to_dict",
     "datasets",
+    "evaluate",
+    "fit",
 ]
