@@ -57,6 +57,7 @@ STATIC: tuple[str, ...] = ("RecordID", "Age", "Gender", "Height", "ICUType")
 _HEADER = b"Time,Parameter,Value"
 _MEMBER = re.compile(r"(?:^|/)(\d+)\.txt$")
 _UNKNOWN = -1.0
+_COLUMNS = ["rec", "hh", "mm", "param", "value"]
 _MINUTES_PER_HOUR = 60.0
 
 
@@ -105,6 +106,37 @@ def _to_rows(k: int, where: str, text: bytes) -> bytes:
     prefix = b"%d," % k
     # "HH:MM" -> "HH,MM": the time splits into two integer columns; no value contains ':'.
     return prefix + body.replace(b"\n", b"\n" + prefix).replace(b":", b",")
+
+
+def _locate_bad_line(blob: bytes, where: list[str]) -> DataError:
+    """The error for the first line of ``blob`` that is not ``k,HH,MM,Parameter,Value``."""
+    lines = blob.split(b"\n")
+    first_line_of: dict[int, int] = {}
+    for i, line in enumerate(lines):
+        fields = line.split(b",")
+        k = int(fields[0])
+        first_line_of.setdefault(k, i)
+        ok = len(fields) == 5 and fields[1].isdigit() and fields[2].isdigit()
+        if ok:
+            try:
+                float(fields[4])
+            except ValueError:
+                ok = False
+        if not ok:
+            # Back to the record's own text: "HH:MM,Parameter,Value", line 1 = header.
+            rest = fields[1:]
+            if len(rest) == 4:
+                rest = [rest[0] + b":" + rest[1], *rest[2:]]
+            text = b",".join(rest).decode(errors="replace")
+            return DataError(
+                f"{where[k]}, line {i - first_line_of[k] + 2}: expected 'HH:MM,Parameter,Value' "
+                f"with a numeric value; got {text!r}. The archive may be damaged: download it "
+                "again."
+            )
+    return DataError(
+        "the PhysioNet records could not be parsed as 'HH:MM,Parameter,Value' lines; the "
+        "archives may be damaged: download them again."
+    )
 
 
 def read_physionet(
@@ -157,20 +189,19 @@ def read_physionet(
         )
     logger.info("read %d records from %d archive(s)", n_records, len(archives))
 
+    blob = b"\n".join(chunks)
+    del chunks
     try:
         rows = pd.read_csv(
-            io.BytesIO(b"\n".join(chunks)),
+            io.BytesIO(blob),
             header=None,
-            names=["rec", "hh", "mm", "param", "value"],
+            names=_COLUMNS,
             dtype={"rec": np.int64, "hh": np.int64, "mm": np.int64, "param": "category",
                    "value": np.float64},
             engine="c",
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(
-            f"a line of the PhysioNet records is not 'HH:MM,Parameter,Value' ({exc}); the "
-            "archives may be damaged: download them again."
-        ) from exc
+        raise _locate_bad_line(blob, where) from exc
     rec = rows["rec"].to_numpy()
     minute = rows["hh"].to_numpy() * 60 + rows["mm"].to_numpy()
     value = rows["value"].to_numpy()
