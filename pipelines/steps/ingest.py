@@ -1,0 +1,278 @@
+"""Ingest: read (or generate) the series, split them by series, fit the normaliser.
+
+The core, :func:`ingest`, needs no tracking server; :func:`save_split` / :func:`load_split` write
+and read the result as a folder, which the ``ingest`` step logs as the run artifacts ``data/`` so
+that ``train`` and ``evaluate`` can run on their own later::
+
+    data/
+      train.parquet  val.parquet  test.parquet   # long format (pipelines.longformat)
+      split.json                                 # channels, time unit, normaliser, source, ids
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latent_ode import Normaliser, Series
+from latent_ode.errors import ConfigError, DataError
+from pipelines.config import PipelineConfig
+from pipelines.longformat import SeriesTable, read_long, write_long
+
+__all__ = [
+    "SPLITS",
+    "DataSource",
+    "IngestResult",
+    "generate_dataset",
+    "ingest",
+    "load_split",
+    "save_split",
+    "split_by_series",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_SPLIT_FILE = "split.json"
+_GENERATED_CHANNELS = {"periodic": ("x",), "spirals": ("x", "y")}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the series came from, for lineage: a file path or a generator with its arguments.
+
+    Attributes:
+        kind: ``file``, ``generated`` or ``physionet``.
+        uri: absolute file path (``file``), else a short description.
+        tags: generator name and arguments, archives, ...
+    """
+
+    kind: str
+    uri: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The split data set, ready for training.
+
+    Attributes:
+        train, val, test: the series of each split (disjoint by series).
+        channels: the D channel names.
+        time_unit: the unit of every series' times.
+        normaliser: fitted on ``train`` only.
+        source: where the series came from.
+    """
+
+    train: list[Series]
+    val: list[Series]
+    test: list[Series]
+    channels: list[str]
+    time_unit: str
+    normaliser: Normaliser
+    source: DataSource
+
+    def split(self, name: str) -> list[Series]:
+        """The series of the split called ``name`` (train, val or test)."""
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def table(self, name: str) -> SeriesTable:
+        """The split ``name`` as a :class:`SeriesTable`."""
+        return SeriesTable(series=self.split(name), channels=self.channels, time_unit=self.time_unit)
+
+
+def generate_dataset(
+    name: str,
+    *,
+    n_series: int,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    time_unit: str = "hours",
+) -> SeriesTable:
+    """Generate one of the synthetic data sets as a table.
+
+    Args:
+        name: ``periodic`` or ``spirals`` (from :mod:`latent_ode.datasets`) or ``hopper``
+            (from :mod:`pipelines.sources.hopper`, needs the ``hopper`` extra).
+        n_series: number of series.
+        seed: seed of the generator.
+        options: further keyword arguments of the generator.
+        time_unit: the unit the synthetic times are declared in (periodic, spirals).
+
+    Raises:
+        ConfigError: an unknown data set name or an option the generator does not take.
+    """
+    options = dict(options or {})
+    if name == "hopper":
+        from pipelines.sources.hopper import generate_hopper
+
+        try:
+            return generate_hopper(n_series, seed=seed, **options)
+        except TypeError as exc:
+            raise ConfigError(f"bad `data.options` for hopper {options}: {exc}.") from None
+    if name not in ("periodic", "spirals"):
+        raise ConfigError(
+            f"`dataset` must be one of periodic, spirals, hopper; got {name!r}."
+        )
+    from latent_ode import datasets
+
+    generator = getattr(datasets, name)
+    try:
+        series = generator(n_series, seed=seed, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad `data.options` for {name} {options}: {exc}.") from None
+    return SeriesTable(series=series, channels=list(_GENERATED_CHANNELS[name]), time_unit=time_unit)
+
+
+def _load_table(cfg: PipelineConfig) -> tuple[SeriesTable, DataSource]:
+    data = cfg.data
+    if data.path is not None:
+        path = Path(data.path).resolve()
+        table = read_long(path, time_unit=data.time_unit, channels=data.channels)
+        return table, DataSource(kind="file", uri=str(path))
+    if data.dataset == "physionet":
+        from pipelines.sources.physionet import read_physionet
+
+        archives = [p.resolve() for p in data.archive_paths()]
+        table, _static = read_physionet(archives, limit=data.limit)
+        source = DataSource(
+            kind="physionet",
+            uri=",".join(str(a) for a in archives),
+            tags={"reader": "pipelines.sources.physionet.read_physionet",
+                  "archives": ",".join(str(a) for a in archives), "limit": str(data.limit)},
+        )
+    else:
+        assert data.dataset is not None  # DataSection guarantees path xor dataset
+        table = generate_dataset(
+            data.dataset, n_series=data.n_series, seed=data.seed, options=data.options,
+            time_unit=data.time_unit,
+        )
+        source = DataSource(
+            kind="generated",
+            uri=f"{data.dataset}(n_series={data.n_series}, seed={data.seed})",
+            tags={"generator": data.dataset, "n_series": str(data.n_series),
+                  "seed": str(data.seed), **{k: str(v) for k, v in data.options.items()}},
+        )
+    if data.channels is not None:
+        table = _select_channels(table, data.channels)
+    return table, source
+
+
+def _select_channels(table: SeriesTable, channels: list[str]) -> SeriesTable:
+    absent = [c for c in channels if c not in table.channels]
+    if absent:
+        raise ConfigError(
+            f"`data.channels` names {absent}, which the data set does not have; it has "
+            f"{table.channels}."
+        )
+    idx = [table.channels.index(c) for c in channels]
+    series = []
+    for s in table.series:
+        values = s.values[:, idx]
+        keep = ~np.isnan(values).all(axis=1)
+        if keep.any():
+            series.append(Series(times=s.times[keep], values=values[keep], id=s.id))
+    return SeriesTable(series=series, channels=list(channels), time_unit=table.time_unit)
+
+
+def split_by_series(
+    series: list[Series], *, train: float, val: float, test: float, seed: int
+) -> tuple[list[Series], list[Series], list[Series]]:
+    """Shuffle whole series with ``seed`` and cut them into train/val/test.
+
+    The validation and test sizes are ``round(n * fraction)``, at least one each; training gets
+    the rest. Within each split the series keep their original order.
+
+    Raises:
+        DataError: too few series for three non-empty splits.
+    """
+    n = len(series)
+    n_val = max(1, round(n * val))
+    n_test = max(1, round(n * test))
+    if n - n_val - n_test < 1:
+        raise DataError(
+            f"the data have {n} series, too few for a train/val/test split of "
+            f"{train}/{val}/{test} with at least one series in each; add series or change "
+            "[data.split]."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    parts = np.split(perm, [n - n_val - n_test, n - n_test])
+    return tuple([series[i] for i in np.sort(p)] for p in parts)  # type: ignore[return-value]
+
+
+def ingest(cfg: PipelineConfig) -> IngestResult:
+    """Read or generate the data, split it by series and fit the normaliser on the train split.
+
+    Raises:
+        DataError: a bad data file (the message names the problem and the row) or too few series.
+        ConfigError: a channel or generator option the data set does not have.
+    """
+    table, source = _load_table(cfg)
+    split = cfg.data.split
+    train, val, test = split_by_series(
+        table.series, train=split.train, val=split.val, test=split.test, seed=split.seed
+    )
+    normaliser = Normaliser.fit(train, kind=cfg.data.normalisation)
+    logger.info(
+        "ingest: %d series (%d train, %d val, %d test), %d channels, normalisation %s, from %s",
+        len(table), len(train), len(val), len(test), len(table.channels),
+        cfg.data.normalisation, source.uri,
+    )
+    return IngestResult(
+        train=train, val=val, test=test, channels=list(table.channels),
+        time_unit=table.time_unit, normaliser=normaliser, source=source,
+    )
+
+
+def save_split(result: IngestResult, directory: str | Path) -> Path:
+    """Write the split as three long-format Parquet files plus ``split.json``.
+
+    Returns:
+        ``directory``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        write_long(result.table(name), directory / f"{name}.parquet")
+    meta = {
+        "channels": result.channels,
+        "time_unit": result.time_unit,
+        "normaliser": result.normaliser.to_dict(),
+        "source": {"kind": result.source.kind, "uri": result.source.uri, "tags": result.source.tags},
+        "series_ids": {name: [s.id for s in result.split(name)] for name in SPLITS},
+    }
+    (directory / _SPLIT_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return directory
+
+
+def load_split(directory: str | Path) -> IngestResult:
+    """Read a folder written by :func:`save_split`.
+
+    Raises:
+        DataError: the folder lacks ``split.json`` or one of the split files.
+    """
+    directory = Path(directory)
+    meta_path = directory / _SPLIT_FILE
+    if not meta_path.is_file():
+        raise DataError(
+            f"{str(directory)!r} is not an ingested data folder (no {_SPLIT_FILE}); pass the "
+            "folder written by `latent-ode ingest --out DIR` or an ingest run id."
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    splits = {}
+    for name in SPLITS:
+        table = read_long(
+            directory / f"{name}.parquet", time_unit=meta["time_unit"], channels=meta["channels"]
+        )
+        splits[name] = table.series
+    src = meta["source"]
+    return IngestResult(
+        **splits, channels=list(meta["channels"]), time_unit=meta["time_unit"],
+        normaliser=Normaliser.from_dict(meta["normaliser"]),
+        source=DataSource(kind=src["kind"], uri=src["uri"], tags=dict(src.get("tags", {}))),
+    )

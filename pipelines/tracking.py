@@ -1,0 +1,287 @@
+"""The thin MLflow layer of the pipelines: runs, params, metrics, artifacts, datasets, registry.
+
+Every MLflow call of the pipelines lives here (and in :mod:`pipelines.pipeline`, which strings
+the steps together); the step cores in :mod:`pipelines.steps` never touch MLflow.
+
+The tracking store is whatever MLflow resolves: ``MLFLOW_TRACKING_URI`` when set (e.g. a
+tracking server ``http://HOST:PORT``), else MLflow's default embedded store (``mlflow.db`` SQLite
+in the working directory, artifacts in ``./mlruns``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from pipelines.config import flatten_params
+
+__all__ = [
+    "CONFIG_ARTIFACT",
+    "Champion",
+    "MetricsLogger",
+    "MlflowRegistry",
+    "TAG_CONFIG_HASH",
+    "TAG_KIND",
+    "TAG_STEP",
+    "download_artifacts",
+    "environment_tags",
+    "find_runs",
+    "git_commit",
+    "log_config",
+    "log_split_inputs",
+    "set_experiment",
+    "start_run",
+]
+
+logger = logging.getLogger(__name__)
+
+TAG_KIND = "latent_ode.kind"  # "pipeline" for a parent run, "step" for a step run
+TAG_STEP = "latent_ode.step"  # ingest | train | evaluate | register
+TAG_CONFIG_HASH = "latent_ode.config_hash"
+TAG_DATA_RUN = "latent_ode.data_run_id"
+TAG_TRAIN_RUN = "latent_ode.train_run_id"
+TAG_EVAL_RUN = "latent_ode.evaluate_run_id"
+CONFIG_ARTIFACT = "config.json"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def set_experiment(name: str) -> None:
+    """Use experiment ``name`` (created if missing) for new runs.
+
+    Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the run and its experiment are already chosen by
+    MLflow, so the config's experiment is not applied.
+    """
+    if os.environ.get("MLFLOW_RUN_ID"):
+        logger.info("MLFLOW_RUN_ID is set (mlflow run): using its experiment, not %r", name)
+        return
+    mlflow.set_experiment(name)
+    logger.info("tracking to %s, experiment %r", mlflow.get_tracking_uri(), name)
+
+
+@contextmanager
+def start_run(
+    name: str, *, tags: dict[str, str], run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, with ``run_id``, reopen) a run; nested under the active run if there is one.
+
+    The run ends ``FINISHED`` when the block completes and ``FAILED`` when it raises.
+    """
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested,
+                          tags=tags) as run:
+        logger.info("%s run %s %s", name, run.info.run_id, "reopened" if run_id else "started")
+        yield run
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with ``-dirty`` when there are uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO_ROOT,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def environment_tags(device: str) -> dict[str, str]:
+    """Tags describing where a run ran: git commit, Python/torch/MLflow versions, device."""
+    import torch
+
+    tags = {
+        "git_commit": git_commit(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "mlflow_version": mlflow.__version__,
+        "device": device,
+        "platform": platform.platform(),
+        "cpu_count": str(os.cpu_count()),
+        "torch_num_threads": str(torch.get_num_threads()),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        tags["cuda_device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return tags
+
+
+def log_config(config: dict[str, Any]) -> None:
+    """Log the nested config dict as flattened params and as the artifact ``config.json``."""
+    mlflow.log_params(flatten_params(config))
+    mlflow.log_dict(config, CONFIG_ARTIFACT)
+
+
+class MetricsLogger:
+    """A ``fit`` callback that logs every event's metrics to the active run.
+
+    Step events are logged at their step; epoch events at the step they end on, so all curves
+    share the x-axis "optimisation step"; ``epoch`` is logged alongside.
+
+    Args:
+        on_epoch: called after each epoch event (e.g. to upload the latest checkpoint).
+    """
+
+    def __init__(self, on_epoch: Any = None) -> None:
+        self._on_epoch = on_epoch
+
+    def __call__(self, event: Any) -> None:
+        metrics = {k: float(v) for k, v in event.metrics.items()}
+        if event.kind == "epoch":
+            metrics["epoch"] = float(event.epoch)
+        mlflow.log_metrics(metrics, step=int(event.step))
+        if event.kind == "epoch" and self._on_epoch is not None:
+            self._on_epoch(event)
+
+
+def log_split_inputs(frames: dict[str, Any], source: Any, *, name: str) -> None:
+    """Log each split's long-format frame as a dataset input of the active run.
+
+    Args:
+        frames: split name -> long-format DataFrame.
+        source: a :class:`pipelines.steps.ingest.DataSource`.
+        name: dataset name shown in the MLflow UI (``<name>-<split>``).
+    """
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    for split, frame in frames.items():
+        if source.kind == "file":
+            src: Any = source.uri
+        else:
+            src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
+        dataset = mlflow.data.from_pandas(frame, source=src, name=f"{name}-{split}")
+        mlflow.log_input(dataset, context=split)
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
+    """Download a run's artifact (file or folder) and return its local path.
+
+    Raises:
+        MlflowException: the run or the artifact does not exist.
+    """
+    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="latent-ode-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+    ))
+
+
+def find_runs(filter_string: str, *, experiment: str | None = None) -> list[Run]:
+    """Runs of the current (or named) experiment matching ``filter_string``, newest first."""
+    client = MlflowClient()
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        ids = [exp.experiment_id]
+    else:
+        from mlflow.tracking.fluent import _get_experiment_id
+
+        ids = [_get_experiment_id()]
+    return client.search_runs(ids, filter_string=filter_string, order_by=["attributes.start_time DESC"])
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version that holds the alias, with its run's value of the comparison metric."""
+
+    version: str
+    run_id: str
+    metric: float | None
+
+
+class MlflowRegistry:
+    """Model registry operations used by :func:`pipelines.steps.register.register`.
+
+    Args:
+        name: the registered model name.
+        alias: the alias that marks the served version (``champion``).
+    """
+
+    def __init__(self, name: str, alias: str = "champion") -> None:
+        self.name = name
+        self.alias = alias
+        self.client = MlflowClient()
+
+    def champion(self, metric: str) -> Champion | None:
+        """The current holder of the alias, or ``None`` when there is none."""
+        try:
+            mv = self.client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
+        value = None
+        if mv.run_id:
+            value = self.client.get_run(mv.run_id).data.metrics.get(metric)
+        return Champion(version=str(mv.version), run_id=mv.run_id or "", metric=value)
+
+    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str:
+        """Log the pyfunc model in the active run and register it as a new version.
+
+        Returns:
+            The new version number.
+        """
+        from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc
+
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LatentODEPyfunc(),
+            artifacts={FORECASTER_ARTIFACT: str(forecaster_dir)},
+            pip_requirements=_pip_requirements(),
+            metadata={"metrics": metrics},
+        )
+        mv = mlflow.register_model(info.model_uri, self.name)
+        return str(mv.version)
+
+    def exists(self) -> bool:
+        """Whether the registered model exists."""
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            return False
+        return True
+
+    def set_alias(self, version: str) -> None:
+        """Point the alias at ``version``."""
+        self.client.set_registered_model_alias(self.name, self.alias, version)
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        """Set a tag on a model version."""
+        self.client.set_model_version_tag(self.name, version, key, value)
+
+    def delete_version(self, version: str, *, drop_model: bool = False) -> None:
+        """Delete a version (and the registered model, if it has no other version and ``drop_model``)."""
+        logger.warning("removing model version %s of %r after a failure", version, self.name)
+        self.client.delete_model_version(self.name, version)
+        if drop_model and not self.client.search_model_versions(f"name='{self.name}'"):
+            self.client.delete_registered_model(self.name)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow does not infer them slowly)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("torch", "numpy", "pandas", "safetensors", "torchode", "torchdiffeq", "mlflow"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return reqs
