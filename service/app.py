@@ -1,0 +1,141 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires settings, the model store, the micro-batcher, metrics, error
+handlers and routes. The model is loaded once, in the lifespan, in a worker thread; if neither the
+registry nor the disk cache can provide one, the app still starts: ``/readyz`` and
+``/v1/predict`` answer 503 with the reason until an admin reload succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from fastapi import FastAPI
+
+from latent_ode import SolverConfig
+from service.batching import MicroBatcher
+from service.config import Settings, get_settings
+from service.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.model_store import ModelStore
+from service.predictor import Job, Limits, SeriesForecast, run_jobs
+
+__all__ = ["ServiceState", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceState:
+    """What the routes need, held in ``app.state.service``."""
+
+    settings: Settings
+    store: ModelStore
+    batcher: MicroBatcher
+    metrics: ServiceMetrics
+    limits: Limits
+    solver: SolverConfig
+    reload_lock: asyncio.Lock
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_points_per_series=settings.max_points_per_series,
+        max_series_per_request=settings.max_series_per_request,
+        max_query_times_per_series=settings.max_query_times_per_series,
+        max_horizon_span_multiple=settings.max_horizon_span_multiple,
+        max_horizon_abs=settings.max_horizon_abs,
+        max_encoder_steps=settings.max_encoder_steps,
+        default_num_samples=settings.default_num_samples,
+        max_num_samples=settings.max_num_samples,
+        default_seed=settings.seed,
+    )
+
+
+def _runner(state_metrics: ServiceMetrics, solver: SolverConfig):  # noqa: ANN202
+    """The blocking batch function the batcher calls: one predict per group, with metrics."""
+
+    def run(jobs: Sequence[Job]) -> list[list[SeriesForecast] | Exception]:
+        forecaster = jobs[0].model.forecaster
+        started = time.perf_counter()
+        results = run_jobs(forecaster, jobs, solver=solver)
+        state_metrics.predict_seconds.observe(time.perf_counter() - started)
+        state_metrics.batch_requests.observe(len(jobs))
+        state_metrics.batch_series.observe(sum(len(job.series) for job in jobs))
+        nfe = [r[0].nfe for r in results if isinstance(r, list) and r]
+        if nfe:
+            state_metrics.solver_nfe.observe(max(nfe))
+        failed = sum(len(getattr(r, "series", ())) for r in results if isinstance(r, Exception))
+        if failed:
+            state_metrics.solver_failures.inc(failed)
+        return results
+
+    return run
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: defaults to :func:`service.config.get_settings` (the environment).
+    """
+    from service.routes import router
+
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    solver = SolverConfig(
+        rtol=settings.solver_rtol, atol=settings.solver_atol, max_steps=settings.solver_max_steps
+    )
+    batcher = MicroBatcher(
+        _runner(metrics, solver),
+        enabled=settings.batching_enabled,
+        max_series=settings.batch_max_series,
+        max_wait_s=settings.batch_max_wait_ms / 1000.0,
+    )
+    state = ServiceState(
+        settings=settings,
+        store=ModelStore(settings),
+        batcher=batcher,
+        metrics=metrics,
+        limits=_limits(settings),
+        solver=solver,
+        reload_lock=asyncio.Lock(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        model = await anyio.to_thread.run_sync(state.store.load_at_startup)
+        if model is not None:
+            metrics.set_model(model.name, model.version, model.source)
+            logger.info(
+                "serving %s version %s from the %s on %s",
+                model.name, model.version, model.source, model.device,
+            )
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="latent-ode",
+        summary="Forecasts for irregularly sampled, gappy multivariate time series (Latent ODE).",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

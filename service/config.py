@@ -1,0 +1,134 @@
+"""Service settings, read from ``LATENT_ODE_*`` environment variables.
+
+Settings come from the cached factory :func:`get_settings`, never from a module-level instance, so
+tests build their own :class:`Settings` and pass it to :func:`service.app.create_app` (or clear the
+cache with ``get_settings.cache_clear()``). MLflow reads ``MLFLOW_TRACKING_URI`` itself; set
+``LATENT_ODE_TRACKING_URI`` only to override it for the service.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "resolve_device"]
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "latent-ode" / "service"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from its environment (prefix ``LATENT_ODE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LATENT_ODE_", extra="ignore", frozen=True)
+
+    # Model source.
+    model_uri: str = Field(
+        "models:/latent-ode@champion",
+        description="Registered model to serve: models:/NAME@ALIAS or models:/NAME/VERSION.",
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; unset means MLflow's own (MLFLOW_TRACKING_URI)."
+    )
+    registry_timeout_s: float = Field(
+        5.0, gt=0, description="How long the reachability probe of an HTTP tracking server waits."
+    )
+    model_cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Downloaded model versions; the fallback when the registry is unreachable.",
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+
+    # Request limits.
+    max_points_per_series: int = Field(10_000, ge=1)
+    max_series_per_request: int = Field(256, ge=1)
+    max_query_times_per_series: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_horizon_span_multiple: float = Field(
+        10.0,
+        ge=0,
+        description="Query times may lie at most this many observed spans outside the window.",
+    )
+    max_horizon_abs: float = Field(
+        0.0,
+        ge=0,
+        description="...or at most this far outside it (model time unit), whichever is larger.",
+    )
+
+    max_encoder_steps: int = Field(
+        10_000, ge=1, description="Most Euler steps the encoder may take to read one series."
+    )
+
+    # Micro-batching.
+    batching_enabled: bool = True
+    batch_max_series: int = Field(64, ge=1, description="Most series in one predict call.")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the first request of a batch waits for company."
+    )
+
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        description="torch intra-op threads, set at start-up (0 = leave torch's default). One "
+        "thread per process was fastest on 2 cores: the event loop needs the other.",
+    )
+
+    # Administration.
+    admin_key: SecretStr | None = Field(
+        None, description="API key for /v1/admin/*; unset disables those endpoints."
+    )
+
+    # Solver and sampling.
+    solver_rtol: float = Field(1e-3, gt=0)
+    solver_atol: float = Field(1e-4, gt=0)
+    solver_max_steps: int = Field(2_000, ge=1, description="Step budget per series and request.")
+    default_num_samples: int = Field(32, ge=1)
+    max_num_samples: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0, description="Seed of the latent samples when a request gives none.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError(
+                f"LATENT_ODE_DEVICE must be auto, cpu, cuda or cuda:N; got {value!r}."
+            )
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_samples(self) -> Settings:
+        if self.default_num_samples > self.max_num_samples:
+            raise ValueError(
+                f"LATENT_ODE_DEFAULT_NUM_SAMPLES ({self.default_num_samples}) must not exceed "
+                f"LATENT_ODE_MAX_NUM_SAMPLES ({self.max_num_samples})."
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
+
+
+def resolve_device(setting: str) -> str:
+    """Turn the ``device`` setting into a torch device string (``auto`` → ``cuda`` or ``cpu``)."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,328 @@
+"""Registry resolution, download, on-disk cache and hot swap of the served model.
+
+Loading follows docs/contracts.md: resolve ``models:/NAME@ALIAS`` with
+``MlflowClient().get_model_version_by_alias`` (to know the version), download
+``models:/NAME/VERSION`` into the cache directory, then
+``Forecaster.load(pipelines.pyfunc.forecaster_dir(download))``.
+
+Cache layout (``LATENT_ODE_MODEL_CACHE_DIR``)::
+
+    <name>/versions/<version>/model/  one downloaded pyfunc model directory per version
+    <name>/last.json                  the version last loaded from the registry
+
+A registry version's artifacts never change, so a version already in the cache is not
+downloaded again. When the registry cannot be used at start-up, the store loads the version named
+in ``last.json`` and marks the model's source as ``"cache"``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from service.config import Settings, resolve_device
+from service.errors import (
+    ModelNotReadyError,
+    ModelVersionNotFoundError,
+    RegistryUnavailableError,
+)
+
+__all__ = ["LoadedModel", "ModelRef", "ModelStore", "parse_model_uri"]
+
+logger = logging.getLogger(__name__)
+
+_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+_COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed ``models:/`` URI: a name and either an alias or a version."""
+
+    name: str
+    alias: str | None
+    version: str | None
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """Split ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+
+    Raises:
+        ValueError: any other form.
+    """
+    match = _URI_PATTERN.match(uri)
+    if match is None:
+        raise ValueError(
+            f"LATENT_ODE_MODEL_URI must be models:/NAME@ALIAS or models:/NAME/VERSION; got {uri!r}."
+        )
+    return ModelRef(name=match["name"], alias=match["alias"], version=match["version"])
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A forecaster ready to serve, with where it came from."""
+
+    forecaster: Any  # latent_ode.Forecaster; typed loosely so importing this module stays cheap
+    name: str
+    version: str
+    uri: str
+    source: Literal["registry", "cache"]
+    path: Path
+    device: str
+
+
+def _forecaster_path(model_root: Path) -> Path:
+    """The forecaster directory inside a downloaded pyfunc model.
+
+    MLflow copies an artifact under the *basename of its source directory*, not under its key, so
+    ``artifacts/forecaster/`` (:func:`pipelines.pyfunc.forecaster_dir`) only holds when the
+    directory logged was named ``forecaster``. The MLmodel file records the real path; use it
+    when present.
+    """
+    from mlflow.models import Model
+
+    from pipelines.pyfunc import FORECASTER_ARTIFACT, forecaster_dir
+
+    try:
+        flavor = Model.load(str(model_root / "MLmodel")).flavors.get("python_function", {})
+        relative = flavor["artifacts"][FORECASTER_ARTIFACT]["path"]
+    except (OSError, KeyError, TypeError):
+        return forecaster_dir(model_root)
+    return model_root / relative
+
+
+class ModelStore:
+    """Holds the served model and replaces it atomically.
+
+    Requests read :attr:`current` once and keep that object for their whole life, so a swap never
+    changes the model under a request in flight.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ref = parse_model_uri(settings.model_uri)
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    # ----------------------------------------------------------------------------------- access
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model being served, or None."""
+        return self._current
+
+    def require(self) -> LoadedModel:
+        """The model being served.
+
+        Raises:
+            ModelNotReadyError: none is loaded; the detail says why.
+        """
+        model = self._current
+        if model is None:
+            why = f": {self.last_error}" if self.last_error else ""
+            raise ModelNotReadyError(
+                f"no model is loaded{why}. Start the MLflow tracking server or fix "
+                "LATENT_ODE_MODEL_URI, then POST /v1/admin/reload or restart the service."
+            )
+        return model
+
+    # ---------------------------------------------------------------------------------- loading
+
+    def load_at_startup(self) -> LoadedModel | None:
+        """Load the configured model from the registry, else from the disk cache; never raises.
+
+        Returns:
+            The model now served, or None (then ``last_error`` says why).
+        """
+        try:
+            model = self._load_from_registry(None)
+        except Exception as exc:  # noqa: BLE001 - every failure falls back to the cache, logged
+            logger.warning("could not load %s from the registry: %s", self._settings.model_uri, exc)
+            registry_error = str(exc)
+            try:
+                model = self._load_from_cache()
+            except Exception as cache_exc:  # noqa: BLE001 - logged; /readyz reports it
+                self.last_error = (
+                    f"the registry failed ({registry_error}) and the disk cache has no usable "
+                    f"model ({cache_exc})"
+                )
+                logger.error("no model loaded: %s", self.last_error)
+                return None
+            logger.warning(
+                "serving %s version %s from the disk cache %s because the registry failed",
+                model.name, model.version, model.path,
+            )
+        self._current = model
+        self.last_error = None
+        return model
+
+    def reload(self, version: str | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """Load the configured alias (or ``version``) from the registry and swap it in.
+
+        Returns:
+            (the new model, the one it replaced).
+
+        Raises:
+            RegistryUnavailableError: the registry or the download failed; nothing changes.
+            ModelVersionNotFoundError: no such version or alias.
+        """
+        with self._lock:
+            model = self._load_from_registry(version)
+            previous = self._current
+            self._current = model
+            self.last_error = None
+        logger.info(
+            "now serving %s version %s (was %s)",
+            model.name, model.version, previous.version if previous else "none",
+        )
+        return model, previous
+
+    def _tracking_uri(self) -> str:
+        import mlflow
+
+        return self._settings.tracking_uri or mlflow.get_tracking_uri()
+
+    def _probe(self, tracking_uri: str) -> None:
+        """Fail fast when an HTTP tracking server is down (MLflow itself retries for minutes)."""
+        if not tracking_uri.startswith(("http://", "https://")):
+            return
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=self._settings.registry_timeout_s) as resp:
+                if resp.status != 200:
+                    raise RegistryUnavailableError(
+                        f"the MLflow tracking server {tracking_uri} answered {resp.status} at /health"
+                    )
+        except (urllib.error.URLError, OSError) as exc:
+            raise RegistryUnavailableError(
+                f"the MLflow tracking server {tracking_uri} is unreachable ({exc})"
+            ) from exc
+
+    def _load_from_registry(self, version: str | None) -> LoadedModel:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        tracking_uri = self._tracking_uri()
+        self._probe(tracking_uri)
+        registry_uri = self._settings.tracking_uri
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        name = self._ref.name
+        try:
+            if version is not None:
+                resolved = client.get_model_version(name, version).version
+            elif self._ref.alias is not None:
+                resolved = client.get_model_version_by_alias(name, self._ref.alias).version
+            else:
+                resolved = client.get_model_version(name, str(self._ref.version)).version
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+                what = f"version {version}" if version else self._settings.model_uri
+                raise ModelVersionNotFoundError(
+                    f"the registry has no {what} of model {name!r}; register it or pick an "
+                    "existing version"
+                ) from exc
+            raise RegistryUnavailableError(f"the MLflow registry failed: {exc}") from exc
+        resolved = str(resolved)
+        path = self._download(client, name, resolved, tracking_uri)
+        model = self._load_forecaster(name, resolved, path, source="registry")
+        self._write_pointer(name, resolved)
+        return model
+
+    def _download(self, client: Any, name: str, version: str, tracking_uri: str) -> Path:
+        """Download a version's model directory into the cache (once) and return its path.
+
+        ``download_artifacts("models:/...")`` would resolve the name with MLflow's global registry
+        URI, ignoring the one configured here, so the version's storage location is resolved
+        with our client first.
+        """
+        import mlflow.artifacts
+
+        final = self._version_dir(name, version)
+        if (final / _COMPLETE_MARKER).exists():
+            logger.info("model %s version %s is already in the cache at %s", name, version, final)
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
+        started = time.monotonic()
+        try:
+            source = client.get_model_version_download_uri(name, version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=str(tmp / "download"), tracking_uri=tracking_uri
+                )
+            )
+            # The model directory (MLmodel, artifacts/forecaster/) lies wherever MLflow put it.
+            model_root = local if (local / "MLmodel").exists() else next(local.rglob("MLmodel")).parent
+            model_root.rename(tmp / "model")
+            shutil.rmtree(tmp / "download", ignore_errors=True)
+            (tmp / _COMPLETE_MARKER).write_text(version)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RegistryUnavailableError(
+                f"downloading models:/{name}/{version} failed: {exc}"
+            ) from exc
+        logger.info(
+            "downloaded %s version %s to %s in %.1f s", name, version, final,
+            time.monotonic() - started,
+        )
+        return final
+
+    def _load_forecaster(
+        self, name: str, version: str, path: Path, *, source: Literal["registry", "cache"]
+    ) -> LoadedModel:
+        from latent_ode import Forecaster
+
+        device = resolve_device(self._settings.device)
+        forecaster = Forecaster.load(_forecaster_path(path / "model"), device=device)
+        return LoadedModel(
+            forecaster=forecaster,
+            name=name,
+            version=version,
+            uri=self._settings.model_uri,
+            source=source,
+            path=path,
+            device=device,
+        )
+
+    def _load_from_cache(self) -> LoadedModel:
+        name = self._ref.name
+        pointer = self._pointer_path(name)
+        if not pointer.exists():
+            raise FileNotFoundError(f"no cached model of {name!r} under {pointer.parent}")
+        version = str(json.loads(pointer.read_text())["version"])
+        path = self._version_dir(name, version)
+        if not (path / _COMPLETE_MARKER).exists():
+            raise FileNotFoundError(f"the cached version {version} at {path} is incomplete")
+        return self._load_forecaster(name, version, path, source="cache")
+
+    # ------------------------------------------------------------------------------- cache paths
+
+    def _name_dir(self, name: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        return Path(self._settings.model_cache_dir) / safe
+
+    def _version_dir(self, name: str, version: str) -> Path:
+        return self._name_dir(name) / "versions" / version
+
+    def _pointer_path(self, name: str) -> Path:
+        return self._name_dir(name) / "last.json"
+
+    def _write_pointer(self, name: str, version: str) -> None:
+        pointer = self._pointer_path(name)
+        tmp = pointer.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": version, "uri": self._settings.model_uri}))
+        tmp.replace(pointer)

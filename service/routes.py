@@ -1,0 +1,265 @@
+"""HTTP routes: schema in → predictor → schema out. No tensors here, no status-code mapping."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Depends, Request, Security
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.app import ServiceState
+from service.errors import AdminDisabledError, AuthError
+from service.model_store import LoadedModel
+from service.predictor import Job, SeriesForecast, SeriesInput, prepare_series, resolve_sampling
+from service.schemas import (
+    ErrorResponse,
+    LivenessResponse,
+    ModelResponse,
+    PredictRequest,
+    PredictResponse,
+    QuantileOut,
+    ReadinessResponse,
+    ReloadRequest,
+    ReloadResponse,
+    SeriesIn,
+    SeriesOut,
+    ServedModel,
+    SolverStatsOut,
+)
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="The key in LATENT_ODE_ADMIN_KEY."
+)
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+_PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _err("The body is larger than LATENT_ODE_MAX_BODY_BYTES."),
+    422: _err("Invalid input or the solver's step budget was exceeded; `detail` says which."),
+    503: _err("No model is loaded yet."),
+}
+
+
+def get_state(request: Request) -> ServiceState:
+    """The service state of the app handling this request."""
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def _to_input(item: SeriesIn) -> SeriesInput:
+    return SeriesInput(
+        id=item.id,
+        times=item.times,
+        values=item.values,
+        channels=item.channels,
+        query_times=item.query_times,
+    )
+
+
+def _to_output(item: SeriesIn, answer: SeriesForecast) -> SeriesOut:
+    return SeriesOut(
+        id=item.id,
+        query_times=list(item.query_times),
+        mode=answer.mode,  # type: ignore[arg-type]
+        mean=answer.mean.tolist(),
+        std=answer.std.tolist(),
+        quantiles=[QuantileOut(quantile=q, values=v.tolist()) for q, v in answer.quantiles.items()],
+        solver=SolverStatsOut(
+            method=answer.method, rtol=answer.rtol, atol=answer.atol, nfe=answer.nfe
+        ),
+    )
+
+
+@router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    responses=_PREDICT_ERRORS,
+    summary="Forecast one or many series at any query times.",
+    tags=["predict"],
+)
+async def predict(body: PredictRequest, state: State) -> PredictResponse:
+    """Mean, std and quantiles per query time and channel, in the user's units."""
+    model = state.store.require()
+    fc = model.forecaster
+    num_samples, seed = resolve_sampling(body.num_samples, body.seed, state.limits)
+    prepared = await anyio.to_thread.run_sync(
+        lambda: prepare_series(
+            [_to_input(s) for s in body.series],
+            channels=fc.channels,
+            time_unit=fc.time_unit,
+            time_scale=float(fc.normaliser.time_scale),
+            encoder_max_step=float(fc.model_config.encoder_max_step),
+            limits=state.limits,
+        )
+    )
+    job = Job(
+        model=model,
+        series=prepared,
+        num_samples=num_samples,
+        seed=seed,
+        quantiles=tuple(dict.fromkeys(body.quantiles)),
+    )
+    answers = await state.batcher.submit(job)
+    return PredictResponse(
+        model=ServedModel(name=model.name, version=model.version),
+        channels=list(fc.channels),
+        time_unit=fc.time_unit,
+        num_samples=num_samples,
+        series=[_to_output(s, a) for s, a in zip(body.series, answers, strict=True)],
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as JSON: non-finite floats become null, unknown objects their ``str``."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def _numeric_leaves(value: Any, prefix: str = "") -> dict[str, float]:
+    """Finite numbers in nested metadata, keyed by dotted path (``metrics.val_mse``)."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(_numeric_leaves(v, f"{prefix}{k}."))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value):
+            out[prefix.rstrip(".")] = float(value)
+    return out
+
+
+def _model_response(model: LoadedModel) -> ModelResponse:
+    fc = model.forecaster
+    metadata = _json_safe(dict(fc.metadata))
+    return ModelResponse(
+        name=model.name,
+        version=model.version,
+        uri=model.uri,
+        source=model.source,
+        channels=list(fc.channels),
+        time_unit=fc.time_unit,
+        device=model.device,
+        metrics=_numeric_leaves(metadata),
+        metadata=metadata,
+    )
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelResponse,
+    responses={503: _err("No model is loaded yet.")},
+    summary="The model being served.",
+    tags=["model"],
+)
+async def get_model(state: State) -> ModelResponse:
+    """Name, version, channels, time unit and training metrics of the served model."""
+    return _model_response(state.store.require())
+
+
+@router.get("/livez", response_model=LivenessResponse, tags=["health"])
+async def livez() -> LivenessResponse:
+    """The process is up (says nothing about the model)."""
+    return LivenessResponse(status="alive")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadinessResponse,
+    responses={503: _err("No model is loaded; `detail` says why.")},
+    tags=["health"],
+)
+async def readyz(state: State) -> ReadinessResponse:
+    """Ready when a model is loaded; says whether it came from the registry or the disk cache."""
+    model = state.store.require()
+    return ReadinessResponse(
+        status="ready", model=model.name, version=model.version, source=model.source
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    tags=["health"],
+)
+async def metrics(state: State) -> Response:
+    """Prometheus metrics in the text exposition format."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def require_admin(
+    state: State, key: Annotated[str | None, Security(_api_key)] = None
+) -> None:
+    """Admin endpoints need ``X-API-Key`` equal to ``LATENT_ODE_ADMIN_KEY`` (constant time)."""
+    configured = state.settings.admin_key
+    if configured is None:
+        raise AdminDisabledError(
+            "admin endpoints are disabled because LATENT_ODE_ADMIN_KEY is not set; set it and "
+            "restart the service to enable them."
+        )
+    if key is None or not hmac.compare_digest(
+        key.encode(), configured.get_secret_value().encode()
+    ):
+        raise AuthError(
+            "missing or wrong API key; send the key from LATENT_ODE_ADMIN_KEY in the X-API-Key "
+            "header."
+        )
+
+
+@router.post(
+    "/v1/admin/reload",
+    response_model=ReloadResponse,
+    responses={
+        401: _err("Missing or wrong X-API-Key."),
+        403: _err("Admin endpoints are disabled (no LATENT_ODE_ADMIN_KEY)."),
+        404: _err("No such model version or alias in the registry."),
+        422: _err("Invalid body."),
+        503: _err("The registry is unreachable or the download failed; the old model stays."),
+    },
+    dependencies=[Depends(require_admin)],
+    summary="Load the current champion (or a given version) and swap it in.",
+    tags=["admin"],
+)
+async def reload(
+    state: State, body: Annotated[ReloadRequest | None, Body()] = None
+) -> ReloadResponse:
+    """Requests in flight finish on the model they started with; new ones get the new model."""
+    version = body.version if body is not None else None
+    async with state.reload_lock:
+        try:
+            model, previous = await anyio.to_thread.run_sync(state.store.reload, version)
+        except Exception:
+            state.metrics.reloads.labels(outcome="failed").inc()
+            raise
+    state.metrics.reloads.labels(outcome="ok").inc()
+    state.metrics.set_model(model.name, model.version, model.source)
+    return ReloadResponse(
+        name=model.name,
+        version=model.version,
+        previous_version=previous.version if previous else None,
+        source=model.source,
+    )
+
