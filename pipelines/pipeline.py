@@ -76,12 +76,14 @@ class StageRun:
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """Run ids of the parent and of every step, the metrics, and the registration outcome."""
+    """Run ids of the parent and of every step, the metrics, the registration outcome and the
+    trained forecaster."""
 
     parent_run_id: str
     step_run_ids: dict[str, str]
     metrics: dict[str, float]
     register: RegisterResult
+    forecaster: Forecaster
 
 
 def config_hash(cfg: PipelineConfig) -> str:
@@ -376,5 +378,5 @@ def run_pipeline(
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"registered_version": st.value.version,
                          "promoted": str(st.value.promoted).lower()})
-        return PipelineResult(run.info.run_id, ids, metrics, st.value)
+        return PipelineResult(run.info.run_id, ids, metrics, st.value, forecaster)
 

@@ -115,6 +115,11 @@ def generate_dataset(
             return generate_hopper(n_series, seed=seed, **options)
         except TypeError as exc:
             raise ConfigError(f"bad `data.options` for hopper {options}: {exc}.") from None
+        except ImportError as exc:
+            raise ConfigError(
+                f"the hopper data set needs dm-control ({exc}); install the `hopper` extra: "
+                "pip install -c constraints.txt -e \".[hopper]\"."
+            ) from None
     if name not in ("periodic", "spirals"):
         raise ConfigError(
             f"`dataset` must be one of periodic, spirals, hopper; got {name!r}."

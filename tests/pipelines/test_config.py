@@ -1,0 +1,186 @@
+"""Pipeline config: shipped configs load, errors name the key, params/config.json round-trip."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from latent_ode.config import ModelConfig, TrainConfig
+from latent_ode.errors import ConfigError
+from pipelines.config import (
+    PipelineConfig,
+    flatten_params,
+    get_settings,
+    load_config,
+    parse_config,
+    unflatten_params,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
+TINY = CONFIGS / "periodic-tiny.toml"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def dump_toml(config: dict[str, Any]) -> str:
+    """TOML text of a config dict: tables of scalars, lists, inline tables; ``None`` left out."""
+    lines: list[str] = []
+
+    def table(name: str, body: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = {}
+        for k, v in body.items():
+            if isinstance(v, dict) and k != "options":
+                subs[k] = v
+            elif v is not None:
+                lines.append(f"{k} = {_toml_value(v)}")
+        for k, v in subs.items():
+            table(f"{name}.{k}", v)
+
+    for name, body in config.items():
+        table(name, body)
+    return "\n".join(lines) + "\n"
+
+
+def tiny_config(**sections: dict[str, Any]) -> dict[str, Any]:
+    """The tiny periodic config as a dict, with keys of ``sections`` overridden per section."""
+    raw = tomllib.loads(TINY.read_text())
+    for name, updates in sections.items():
+        raw.setdefault(name, {}).update(updates)
+    return raw
+
+
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """Write the tiny config with overrides to ``path``."""
+    path.write_text(dump_toml(tiny_config(**sections)))
+    return path
+
+
+@pytest.mark.parametrize("name", ["periodic", "periodic-tiny", "hopper", "physionet"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    assert cfg.model_config_for(["a"] * (37 if name == "physionet" else 1)).input_dim >= 1
+    assert isinstance(cfg.train_config(), TrainConfig)
+
+
+def test_physionet_config_follows_the_paper_protocol() -> None:
+    cfg = load_config(CONFIGS / "physionet.toml")
+    assert cfg.data.dataset == "physionet"
+    assert cfg.data.normalisation == "minmax"
+    assert cfg.data.split.test == pytest.approx(0.2)
+    assert [p.name for p in cfg.data.archive_paths()] == ["set-a.tar.gz", "set-b.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        ({"dta": {"x": 1}}, r"unknown key `dta`"),
+        ({"data": {"pathh": "x.csv"}}, r"unknown key `data\.pathh`.*section \[data\]"),
+        ({"evaluate": {"n_plots": 3}}, r"unknown key `evaluate\.n_plots`"),
+        ({"data": {"split": {"train": 0.5, "val": 0.2, "test": 0.2, "sed": 1}}},
+         r"unknown key `data\.split\.sed`"),
+        ({"model": {"latent_size": 4}},
+         r"`model`: unknown key\(s\) \['latent_size'\] for ModelConfig"),
+        ({"train": {"epochs": 4}}, r"`train`: unknown key\(s\) \['epochs'\] for TrainConfig"),
+        ({"solver": {"rtol": 2.0}}, r"`solver`: `SolverConfig\.rtol` must be in \(0, 1\); got 2\.0"),
+        ({"train": {"batch_size": 0}},
+         r"`TrainConfig\.batch_size` must be a positive integer; got 0"),
+        ({"data": {"normalisation": "zscore"}},
+         r"`data\.normalisation`: Input should be 'standard', 'minmax' or 'none' \(got 'zscore'\)"),
+        ({"data": {"split": {"train": 0.8, "val": 0.2, "test": 0.2}}},
+         r"`data\.split`: train \+ val \+ test must be 1; got 0\.8 \+ 0\.2 \+ 0\.2 = 1\.2"),
+        ({"data": {"path": "x.csv"}}, r"give exactly one of `path`.*got path='x\.csv', "
+                                      r"dataset='periodic'"),
+        ({"data": {"n_series": -3}}, r"`data\.n_series`: Input should be greater than 0 \(got -3\)"),
+        ({"register": {"model_name": ""}}, r"`register\.model_name`: String should have at least"),
+        ({"model": {"solver": {"rtol": 0.1}}}, r"put the solver settings in the \[solver\] section"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path: Path, sections: dict, match: str) -> None:
+    path = write_config(tmp_path / "bad.toml", **sections)
+    with pytest.raises(ConfigError, match=r"invalid pipeline config '.*bad\.toml': .*" + match):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.toml' does not exist; pass an "):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"config file '.*bad\.toml' is not valid TOML"):
+        load_config(bad)
+
+
+def test_input_dim_comes_from_the_data_and_a_mismatch_is_named() -> None:
+    cfg = parse_config(tiny_config())
+    assert "input_dim" not in cfg.model
+    assert cfg.model_config_for(["a", "b"]).input_dim == 2
+    fixed = parse_config(tiny_config(model={"input_dim": 3}))
+    with pytest.raises(ConfigError, match=r"`model\.input_dim` is 3 but the data have 2 channels"):
+        fixed.model_config_for(["a", "b"])
+
+
+def test_library_sections_are_filled_with_their_defaults() -> None:
+    cfg = parse_config(tiny_config())
+    assert cfg.train["lr_decay"] == TrainConfig().lr_decay
+    assert cfg.model["obs_std"] == ModelConfig(input_dim=1).obs_std
+    assert cfg.model_config_for(["x"]).solver.rtol == pytest.approx(1e-2)
+
+
+def test_config_params_config_json_round_trip() -> None:
+    cfg = parse_config(tiny_config(data={"channels": ["x"], "time_unit": "minutes"},
+                                   mlflow={"experiment": "123"}))
+    as_dict = cfg.to_dict()
+    params = flatten_params(as_dict)
+    assert params["data.split.seed"] == "0"
+    assert params["data.options.n_times"] == "30"
+    assert params["data.channels"] == '["x"]'
+    assert params["data.path"] == "null"
+    assert params["data.time_unit"] == "minutes"  # plain text stays readable
+    assert params["mlflow.experiment"] == '"123"'  # a string that looks like a number is quoted
+    assert all(isinstance(v, str) for v in params.values())
+    back = unflatten_params(params)
+    assert back == json.loads(json.dumps(as_dict))
+    assert parse_config(back) == cfg
+    assert parse_config(json.loads(json.dumps(as_dict))) == cfg
+
+
+def test_empty_dicts_survive_flattening() -> None:
+    params = flatten_params({"a": {}, "b": {"c": 1}})
+    assert params == {"a": "{}", "b.c": "1"}
+    assert unflatten_params(params) == {"a": {}, "b": {"c": 1}}
+
+
+def test_device_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    monkeypatch.setenv("LATENT_ODE_DEVICE", "cuda:1")
+    try:
+        assert get_settings().device == "cuda:1"
+        get_settings.cache_clear()
+        monkeypatch.setenv("LATENT_ODE_DEVICE", "gpu")
+        with pytest.raises(ValidationError, match="device"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_register_key_is_kept_in_the_dict() -> None:
+    cfg = parse_config(tiny_config(register={"metric": "val_mse"}))
+    assert cfg.registry.metric == "val_mse"
+    assert cfg.to_dict()["register"]["metric"] == "val_mse"
+    assert isinstance(cfg, PipelineConfig)

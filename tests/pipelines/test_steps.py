@@ -1,0 +1,218 @@
+"""Step cores without a tracking server: split, ingest, save/load, train, evaluate, register."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latent_ode import Normaliser, Series
+from latent_ode.errors import ConfigError, DataError
+from pipelines.config import parse_config
+from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
+from pipelines.steps.ingest import split_by_series
+from pipelines.steps.train import resolve_device, summary_metrics
+from tests.pipelines.test_config import tiny_config
+
+
+def _series(n: int) -> list[Series]:
+    return [Series(times=np.arange(3.0), values=np.full((3, 1), float(i)), id=f"s{i}")
+            for i in range(n)]
+
+
+def test_split_is_by_series_disjoint_and_seeded() -> None:
+    series = _series(50)
+    tr, va, te = split_by_series(series, train=0.8, val=0.1, test=0.1, seed=1)
+    assert (len(tr), len(va), len(te)) == (40, 5, 5)
+    ids = [s.id for s in tr + va + te]
+    assert sorted(ids) == sorted(s.id for s in series)
+    again = split_by_series(series, train=0.8, val=0.1, test=0.1, seed=1)
+    assert [s.id for s in again[2]] == [s.id for s in te]
+    other = split_by_series(series, train=0.8, val=0.1, test=0.1, seed=2)
+    assert [s.id for s in other[2]] != [s.id for s in te]
+
+
+def test_split_needs_a_series_in_every_part() -> None:
+    with pytest.raises(DataError, match=r"the data have 2 series, too few for a train/val/test"):
+        split_by_series(_series(2), train=0.8, val=0.1, test=0.1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return parse_config(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_cfg):
+    return ingest(tiny_cfg)
+
+
+def test_ingest_fits_the_normaliser_on_train_only(tiny_data) -> None:
+    assert (len(tiny_data.train), len(tiny_data.val), len(tiny_data.test)) == (24, 8, 8)
+    assert tiny_data.channels == ["x"]
+    assert tiny_data.normaliser == Normaliser.fit(tiny_data.train, kind="standard")
+    assert tiny_data.normaliser != Normaliser.fit(tiny_data.train + tiny_data.test)
+    assert tiny_data.source.kind == "generated"
+
+
+def test_split_folder_round_trips(tiny_data, tmp_path: Path) -> None:
+    back = load_split(save_split(tiny_data, tmp_path / "data"))
+    assert back.channels == tiny_data.channels and back.time_unit == tiny_data.time_unit
+    assert back.normaliser == tiny_data.normaliser
+    assert back.source == tiny_data.source
+    for name in ("train", "val", "test"):
+        a, b = tiny_data.split(name), back.split(name)
+        assert [s.id for s in a] == [s.id for s in b]
+        for sa, sb in zip(a, b, strict=True):
+            np.testing.assert_array_equal(sa.times, sb.times)
+            np.testing.assert_array_equal(sa.values, sb.values)
+
+
+def test_load_split_names_a_wrong_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is not an ingested data folder \(no split\.json\)"):
+        load_split(tmp_path)
+
+
+def test_unknown_channel_and_generator_option_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"`data\.channels` names \['y'\]"):
+        ingest(parse_config(tiny_config(data={"channels": ["y"]})))
+    with pytest.raises(ConfigError, match=r"bad `data\.options` for periodic \{'n_pts': 3\}"):
+        ingest(parse_config(tiny_config(data={"options": {"n_pts": 3}})))
+
+
+def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
+    events = []
+    result = train(tiny_cfg, tiny_data, callbacks=[events.append], checkpoint_dir=tmp_path)
+    assert (tmp_path / "last.pt").is_file()
+    assert {e.kind for e in events} == {"step", "epoch"}
+    lib = result.result
+    assert lib.steps == 12  # 4 epochs x ceil(24 / 8)
+    # The metrics are those of the kept (best) weights, not of the last validation.
+    assert result.metrics == summary_metrics(lib)
+    assert result.metrics[tiny_cfg.train["val_metric"]] == pytest.approx(lib.best_metric)
+    assert lib.best_metric <= lib.history[0][tiny_cfg.train["val_metric"]]
+    assert result.forecaster.metadata["metrics"] == result.metrics
+
+    ev = evaluate(tiny_cfg, result.forecaster, tiny_data)
+    for key in ("test_interp_mse", "test_extrap_mse", "test_interp_nll", "test_coverage_90",
+                "test_locf_extrap_mse", "test_linear_interp_mse"):
+        assert math.isfinite(ev.metrics[key]), key
+    assert 0.0 <= ev.metrics["test_coverage_90"] <= 1.0
+    names = [name for name, _ in ev.figures]
+    test_ids = [s.id for s in tiny_data.test[:2]]
+    assert names == [f"series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)]
+    for name, fig in ev.figures:
+        fig.savefig(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match=r"device must be auto, cpu, cuda or cuda:N; got 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda' asked for, but CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_torchrun_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, tiny_cfg, tiny_data) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"multi-process training \(torchrun, WORLD_SIZE=2\) "
+                                          r"is not supported yet"):
+        train(tiny_cfg, tiny_data)
+
+
+# ------------------------------------------------------------------------------- register
+@pytest.mark.parametrize(
+    ("new", "version", "champ", "force", "promote", "reason"),
+    [
+        (1.0, None, None, False, True, r"no current `champion`; the new version takes it"),
+        (1.0, "3", 2.0, False, True, r"val_loss 1 < 2 of current `champion` version 3"),
+        (2.0, "3", 1.0, False, False, r"val_loss 2 is not better than 1 of current `champion` "
+                                      r"version 3 \(lower is better\); use --force"),
+        (1.0, "3", 1.0, False, False, r"is not better than"),
+        (2.0, "3", 1.0, True, True, r"forced \(--force\)"),
+        (float("nan"), None, None, False, False, r"val_loss = nan is not finite"),
+        (1.0, "3", None, False, True, r"current `champion` \(version 3\) has no finite val_loss"),
+    ],
+)
+def test_decide_promotion(new, version, champ, force, promote, reason) -> None:
+    d = decide_promotion(metric="val_loss", new_value=new, champion_version=version,
+                         champion_value=champ, force=force)
+    assert d.promote is promote
+    assert re.search(reason, d.reason), d.reason
+
+
+@dataclass
+class _Champ:
+    version: str
+    metric: float | None
+
+
+@dataclass
+class FakeRegistry:
+    """An in-memory registry; ``fail_alias`` makes moving the alias fail."""
+
+    name: str = "m"
+    alias: str = "champion"
+    versions: dict[str, float] = field(default_factory=dict)
+    holder: str | None = None
+    fail_alias: bool = False
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def champion(self, metric: str):
+        return _Champ(self.holder, self.versions[self.holder]) if self.holder else None
+
+    def exists(self) -> bool:
+        return bool(self.versions)
+
+    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str:
+        version = str(len(self.versions) + 1)
+        self.versions[version] = metrics["val_loss"]
+        return version
+
+    def set_alias(self, version: str) -> None:
+        if self.fail_alias:
+            raise RuntimeError("registry down")
+        self.holder = version
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        self.tags[(version, key)] = value
+
+    def delete_version(self, version: str, *, drop_model: bool = False) -> None:
+        del self.versions[version]
+
+
+def test_register_promotes_only_a_better_version(tiny_cfg, tmp_path: Path) -> None:
+    reg = FakeRegistry()
+    first = register(tiny_cfg, tmp_path, {"val_loss": 5.0}, reg)
+    assert (first.version, first.promoted, reg.holder) == ("1", True, "1")
+    worse = register(tiny_cfg, tmp_path, {"val_loss": 6.0}, reg)
+    assert (worse.version, worse.promoted, reg.holder) == ("2", False, "1")
+    forced = register(tiny_cfg, tmp_path, {"val_loss": 7.0}, reg, force=True)
+    assert (forced.promoted, reg.holder) == (True, "3")
+    better = register(tiny_cfg, tmp_path, {"val_loss": 1.0}, reg)
+    assert (better.promoted, reg.holder) == (True, "4")
+    assert reg.tags[("4", "val_loss")] == "1.0"
+
+
+def test_register_failure_leaves_no_version(tiny_cfg, tmp_path: Path) -> None:
+    reg = FakeRegistry(fail_alias=True)
+    with pytest.raises(RuntimeError, match="registry down"):
+        register(tiny_cfg, tmp_path, {"val_loss": 5.0}, reg)
+    assert reg.versions == {} and reg.holder is None
+
+
+def test_register_needs_the_configured_metric(tiny_cfg, tmp_path: Path) -> None:
+    reg = FakeRegistry()
+    with pytest.raises(ConfigError, match=r"`register\.metric` is 'val_loss', which this run did "
+                                          r"not produce; choose one of \['test_mse'\]"):
+        register(tiny_cfg, tmp_path, {"test_mse": 1.0}, reg)
+    assert reg.versions == {}
