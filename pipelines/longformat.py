@@ -342,12 +342,12 @@ def read_long(
 
     Raises:
         ConfigError: ``time_unit`` is not a known unit.
-        DataError: the file is missing or of an unknown type; the ``series_id`` or ``time``
-            column, or a requested channel, is missing; there is no channel column; a cell of a
-            channel is text or infinite; a time is empty, not finite or not parseable; times do
-            not increase within a series or repeat; or a series has no observed value. The
-            message names the file, the line (CSV, 1 = header) or 0-based row index (Parquet)
-            and the column.
+        DataError: the file is missing, of an unknown type or has no rows; the ``series_id``
+            or ``time`` column, or a requested channel, is missing; there is no channel column;
+            a cell of a channel is text or infinite; a time is empty, not finite or not
+            parseable; times do not increase within a series or repeat; or a series has no
+            observed value. The message names the file, the line (CSV, 1 = header) or 0-based
+            row index (Parquet) and the column.
     """
     _check_time_unit(time_unit)
     path = Path(path)
@@ -385,6 +385,10 @@ def read_long(
         blank = frame.isna().all(axis=1).to_numpy()
         if blank.any():
             frame = frame.loc[~blank]
+    if len(frame) == 0:
+        raise DataError(
+            f"{path}: the file has a header but no data rows; add one row per (series, time)."
+        )
     loc = _Locator(path, kind, rows=frame.index.to_numpy())
     frame = frame.reset_index(drop=True)
 

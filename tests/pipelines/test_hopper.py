@@ -15,7 +15,9 @@ from pipelines.sources.hopper import CHANNELS, generate_hopper
 
 @pytest.fixture(scope="module")
 def dm_control() -> ModuleType:
-    return pytest.importorskip("dm_control", reason="needs the hopper extra: pip install -e '.[hopper]'")
+    return pytest.importorskip(
+        "dm_control", reason="needs the hopper extra: pip install -e '.[hopper]'"
+    )
 
 
 @pytest.fixture(scope="module")

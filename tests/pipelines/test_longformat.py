@@ -173,6 +173,10 @@ ERROR_CASES = {
         "id,time,a\ns,0,1\n",
         r"data.csv: the column 'series_id' is missing; found 'id', 'time', 'a'",
     ),
+    "no rows": (
+        "series_id,time,a\n\n",
+        r"data.csv: the file has a header but no data rows",
+    ),
     "missing time": (
         "series_id,t,a\ns,0,1\n",
         r"the column 'time' is missing; found 'series_id', 't', 'a'",

@@ -1,4 +1,4 @@
-"""PhysioNet 2012 reader: real records checked against their raw text, synthetic archives for errors."""
+"""PhysioNet 2012 reader: real records against their raw text; synthetic archives for errors."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def raw_records(archive: Path, n: int) -> list[tuple[str, list[tuple[str, str, s
     with tarfile.open(archive, "r:gz") as tf:
         for member in tf:
             if member.isfile():
-                lines = tf.extractfile(member).read().decode().splitlines()  # type: ignore[union-attr]
+                fh = tf.extractfile(member)
+                assert fh is not None
+                lines = fh.read().decode().splitlines()
                 out.append((member.name, [tuple(line.split(",")) for line in lines[1:]]))
                 if len(out) == n:
                     break
