@@ -1,0 +1,213 @@
+"""POST /v1/predict against a real Forecaster: answers equal the library's, in the user's units."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import CHANNELS, make_series, series_json
+
+from latent_ode import Series, SolverConfig
+from pipelines.longformat import datetimes_to_float
+from service.app import create_app
+
+# Tolerances, in one place. Same batch: the service runs exactly the library's computation.
+# Across batch compositions the library promises answers within solver tolerance (float32
+# arithmetic differs in the last bits with the batch shape), so compare at the solver's rtol/atol.
+TOL = {
+    "same_batch": {"rtol": 1e-6, "atol": 1e-6},
+    "across_batches": {"rtol": 1e-3, "atol": 1e-4},
+}
+DEFAULT_SOLVER = SolverConfig(rtol=1e-3, atol=1e-4, max_steps=2000)
+
+
+def _library(forecaster: Any, series: list[Series], queries: list[np.ndarray], *,
+             quantiles: tuple[float, ...] = (0.05, 0.5, 0.95), num_samples: int = 32,
+             seed: int = 0) -> list[Any]:
+    return forecaster.predict(series, queries, num_samples=num_samples, quantiles=quantiles,
+                              seed=seed, solver=DEFAULT_SOLVER)
+
+
+def _assert_matches(answer: dict[str, Any], expected: Any, tol: dict[str, float]) -> None:
+    np.testing.assert_allclose(np.array(answer["mean"]), expected.mean, **tol)
+    np.testing.assert_allclose(np.array(answer["std"]), expected.std, **tol)
+    for q in answer["quantiles"]:
+        np.testing.assert_allclose(np.array(q["values"]), expected.quantiles[q["quantile"]], **tol)
+    assert answer["mode"] == expected.mode
+
+
+def test_answers_equal_library_predict(client: TestClient, registry: Any) -> None:
+    series = make_series(3, seed=5)
+    queries = [np.array([9.5, -1.0, 3.25, 3.25, 14.0]), np.array([0.5]), np.linspace(-3, 15, 7)]
+    body = {"series": [series_json(s, q) for s, q in zip(series, queries, strict=True)]}
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["model"] == {"name": "latent-ode-test", "version": "1"}
+    assert out["channels"] == CHANNELS
+    assert out["time_unit"] == "hours"
+    assert out["num_samples"] == 32
+    expected = _library(registry.forecaster, series, queries)
+    for answer, s, q, exp in zip(out["series"], series, queries, expected, strict=True):
+        assert answer["id"] == s.id
+        assert answer["query_times"] == [float(x) for x in q]  # the order asked, duplicates kept
+        _assert_matches(answer, exp, TOL["same_batch"])
+        assert answer["solver"]["method"] == "dopri5"
+        assert answer["solver"]["rtol"] == pytest.approx(1e-3)
+        assert answer["solver"]["atol"] == pytest.approx(1e-4)
+        assert answer["solver"]["nfe"] > 0
+
+
+def test_modes_duplicates_and_order(client: TestClient) -> None:
+    (s,) = make_series(1, seed=2)
+    first, last = float(s.times[0]), float(s.times[-1])
+    queries = [last + 1.0, first - 0.5, (first + last) / 2, first, last, first - 0.5]
+    response = client.post("/v1/predict", json={"series": [series_json(s, queries)]})
+    assert response.status_code == 200, response.text
+    answer = response.json()["series"][0]
+    assert answer["mode"] == [
+        "extrapolation", "backcast", "interpolation", "interpolation", "interpolation", "backcast",
+    ]
+    assert answer["mean"][1] == answer["mean"][5]  # a duplicate query gets the same answer
+
+
+def test_quantiles_in_order_asked_and_monotone(client: TestClient) -> None:
+    (s,) = make_series(1, seed=3)
+    levels = [0.9, 0.1, 0.5, 0.25]
+    body = {"series": [series_json(s, np.linspace(-1, 12, 9))], "quantiles": levels}
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()["series"][0]
+    assert [q["quantile"] for q in answer["quantiles"]] == levels
+    by_level = {q["quantile"]: np.array(q["values"]) for q in answer["quantiles"]}
+    ordered = [by_level[lv] for lv in sorted(levels)]
+    for lower, upper in zip(ordered, ordered[1:], strict=False):
+        assert (lower <= upper + 1e-9).all()
+    mean = np.array(answer["mean"])
+    assert (by_level[0.1] < mean).all() and (mean < by_level[0.9]).all()
+
+
+def test_answers_are_in_user_units(client: TestClient) -> None:
+    """hr lives around 70 and temp around 37: the normalised scale (around 0) must not leak."""
+    (s,) = make_series(1, seed=4)
+    response = client.post("/v1/predict", json={"series": [series_json(s, [2.0, 5.0, 8.0])]})
+    mean = np.array(response.json()["series"][0]["mean"])
+    std = np.array(response.json()["series"][0]["std"])
+    assert np.all(np.abs(mean[:, 0] - 70.0) < 20.0), mean
+    assert np.all(np.abs(mean[:, 1] - 37.0) < 2.0), mean
+    assert np.all(std[:, 0] > std[:, 1])  # hr varies ~20x more than temp in the training data
+
+
+def test_channels_subset_in_any_order(client: TestClient, registry: Any) -> None:
+    times = [0.0, 1.5, 4.0]
+    only_temp = {"times": times, "values": [[37.1], [37.3], [36.9]], "channels": ["temp"],
+                 "query_times": [2.0, 6.0]}
+    reversed_ = {"times": times, "values": [[37.1, 71.0], [None, 72.0], [36.9, None]],
+                 "channels": ["temp", "hr"], "query_times": [2.0, 6.0]}
+    response = client.post("/v1/predict", json={"series": [only_temp, reversed_]})
+    assert response.status_code == 200, response.text
+    nan = np.nan
+    expected = _library(
+        registry.forecaster,
+        [Series(times=np.array(times), values=np.array([[nan, 37.1], [nan, 37.3], [nan, 36.9]])),
+         Series(times=np.array(times), values=np.array([[71.0, 37.1], [72.0, nan], [nan, 36.9]]))],
+        [np.array([2.0, 6.0])] * 2,
+    )
+    for answer, exp in zip(response.json()["series"], expected, strict=True):
+        assert np.array(answer["mean"]).shape == (2, 2)  # always all of the model's channels
+        _assert_matches(answer, exp, TOL["same_batch"])
+
+
+def test_iso_times_equal_numeric_hours_since_epoch(client: TestClient) -> None:
+    iso = ["2024-05-01T00:00:00Z", "2024-05-01T01:30:00Z", "2024-05-01T04:00:00+00:00"]
+    offset = ["2024-05-01T02:00:00+02:00", "2024-05-01T03:30:00+02:00", "2024-05-01T04:00:00"]
+    queries = ["2024-05-01T02:00:00Z", "2024-05-01T07:00:00Z"]
+    values = [[70.0, 37.0], [72.0, None], [None, 37.2]]
+    numeric = [float(x) for x in datetimes_to_float(iso, "hours")]
+    numeric_q = [float(x) for x in datetimes_to_float(queries, "hours")]
+    body = {"series": [
+        {"times": iso, "values": values, "query_times": queries},
+        {"times": offset, "values": values, "query_times": queries},
+        {"times": numeric, "values": values, "query_times": numeric_q},
+    ]}
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == 200, response.text
+    a, b, c = response.json()["series"]
+    assert a["query_times"] == queries  # echoed as asked
+    assert a["mode"] == ["interpolation", "extrapolation"]
+    np.testing.assert_allclose(a["mean"], c["mean"], **TOL["same_batch"])
+    np.testing.assert_allclose(b["mean"], c["mean"], **TOL["same_batch"])
+
+
+def test_seed_and_num_samples(client: TestClient) -> None:
+    (s,) = make_series(1, seed=6)
+    series = [series_json(s, [3.0, 11.0])]
+    one = client.post("/v1/predict", json={"series": series, "seed": 1, "num_samples": 8}).json()
+    again = client.post("/v1/predict", json={"series": series, "seed": 1, "num_samples": 8}).json()
+    other = client.post("/v1/predict", json={"series": series, "seed": 2, "num_samples": 8}).json()
+    assert one["num_samples"] == 8
+    assert one["series"][0]["mean"] == again["series"][0]["mean"]
+    assert one["series"][0]["std"] != other["series"][0]["std"]
+
+
+def _concurrent(client: TestClient, bodies: list[dict[str, Any]]) -> list[Any]:
+    barrier = threading.Barrier(len(bodies))
+
+    def send(body: dict[str, Any]) -> Any:
+        barrier.wait()
+        return client.post("/v1/predict", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def _batch_count(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("latent_ode_batch_requests_count"):
+            return float(line.split()[-1])
+    raise AssertionError("latent_ode_batch_requests_count missing from /metrics")
+
+
+def test_batching_does_not_change_answers(make_settings: Any) -> None:
+    settings = make_settings(batch_max_wait_ms=200.0, batch_max_series=64)
+    series = make_series(8, seed=7)
+    bodies = [{"series": [series_json(s, np.linspace(-2.0, 14.0, 6) + i)]}
+              for i, s in enumerate(series)]
+    with TestClient(create_app(settings)) as client:
+        alone = [client.post("/v1/predict", json=b).json() for b in bodies]
+        before = _batch_count(client)
+        together = _concurrent(client, bodies)
+        calls = _batch_count(client) - before
+    assert all(r.status_code == 200 for r in together), [r.text for r in together]
+    assert calls < len(bodies), "the concurrent requests were not batched"
+    for a, t in zip(alone, together, strict=True):
+        t = t.json()
+        np.testing.assert_allclose(t["series"][0]["mean"], a["series"][0]["mean"],
+                                   **TOL["across_batches"])
+        np.testing.assert_allclose(t["series"][0]["std"], a["series"][0]["std"],
+                                   **TOL["across_batches"])
+
+
+def test_solver_budget_fails_only_the_owning_request(make_settings: Any) -> None:
+    """With a 4-step budget a query 30 h past the data fails, one 2 h past does not."""
+    settings = make_settings(batch_max_wait_ms=200.0, solver_max_steps=4)
+    s0, s1 = make_series(2, seed=8)
+    good = {"series": [series_json(s0, [5.0, 11.0])]}
+    bad = {"series": [series_json(s1, [5.0]), series_json(s0, [40.0])]}
+    with TestClient(create_app(settings)) as client:
+        alone = client.post("/v1/predict", json=good).json()
+        responses = _concurrent(client, [good, bad, good])
+        metrics = client.get("/metrics").text
+    assert [r.status_code for r in responses] == [200, 422, 200]
+    for r in (responses[0], responses[2]):
+        np.testing.assert_allclose(r.json()["series"][0]["mean"], alone["series"][0]["mean"],
+                                   **TOL["across_batches"])
+    detail = responses[1].json()["detail"]
+    assert detail.startswith("the ODE solver could not answer series[1] ('s0') within its budget "
+                             "(max_steps):")
+    assert "LATENT_ODE_SOLVER_MAX_STEPS" in detail
+    assert "latent_ode_solver_failures_total 1.0" in metrics
