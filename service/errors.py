@@ -164,7 +164,18 @@ def format_validation_errors(errors: Sequence[dict[str, Any]], *, limit: int = 5
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(status_for(exc), format_validation_errors(exc.errors()))
+    errors = exc.errors()
+    if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes)
+           for e in errors):
+        # FastAPI parses a body as JSON only when the Content-Type says so.
+        content_type = request.headers.get("content-type")
+        detail = (
+            "the request body must be JSON sent with the header Content-Type: application/json; "
+            f"got Content-Type {content_type!r}."
+        )
+    else:
+        detail = format_validation_errors(errors)
+    return error_response(status_for(exc), detail)
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -215,7 +226,7 @@ class BodySizeLimitMiddleware:
     def _too_large(self, size: str) -> JSONResponse:
         exc = BodyTooLargeError(
             f"the request body is {size} bytes; the limit is {self.max_bytes} bytes "
-            "(LATENT_ODE_MAX_BODY_BYTES); send fewer series or points per request"
+            "(LATENT_ODE_MAX_BODY_BYTES); send fewer series or points per request."
         )
         return error_response(status_for(exc), str(exc))
 

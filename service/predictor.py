@@ -89,11 +89,13 @@ class PreparedSeries:
         series: the observations with all of the model's D channels (NaN = not observed).
         query_times: (Q,) float64 query times in the model's time unit, in the order asked.
         index: position in the request's ``series`` list.
+        id: the user's identifier, or None.
     """
 
     series: Series
     query_times: np.ndarray
     index: int
+    id: str | None
 
 
 @dataclass(frozen=True)
@@ -179,13 +181,14 @@ def _to_float_times(
         raise InputError(f"`{field}`: {exc}") from exc
 
 
-def _check_count(n: int, limit: int, *, field: str, what: str, setting: str, fix: str) -> None:
+def _check_count(
+    n: int, limit: int, *, field: str, what: tuple[str, str], setting: str, fix: str
+) -> None:
+    """``what`` is the (singular, plural) noun of the counted things."""
     if n == 0:
-        raise InputError(f"`{field}` is empty; send at least one {what}.")
+        raise InputError(f"`{field}` is empty; send at least one {what[0]}.")
     if n > limit:
-        raise InputError(
-            f"`{field}` has {n} {what}s; the limit is {limit} ({setting}); {fix}."
-        )
+        raise InputError(f"`{field}` has {n} {what[1]}; the limit is {limit} ({setting}); {fix}.")
 
 
 def prepare_series(
@@ -214,7 +217,7 @@ def prepare_series(
         InputError: with the series index, the field, the value received and how to fix it.
     """
     _check_count(
-        len(inputs), limits.max_series_per_request, field="series", what="series",
+        len(inputs), limits.max_series_per_request, field="series", what=("series", "series"),
         setting="LATENT_ODE_MAX_SERIES_PER_REQUEST", fix="split the request",
     )
     position = {name: j for j, name in enumerate(channels)}
@@ -223,12 +226,12 @@ def prepare_series(
         where = _where(i, item.id)
         _check_count(
             len(item.times), limits.max_points_per_series, field=f"{where}.times",
-            what="observation", setting="LATENT_ODE_MAX_POINTS_PER_SERIES",
+            what=("observation", "observations"), setting="LATENT_ODE_MAX_POINTS_PER_SERIES",
             fix="send fewer, or split the series",
         )
         _check_count(
             len(item.query_times), limits.max_query_times_per_series,
-            field=f"{where}.query_times", what="query time",
+            field=f"{where}.query_times", what=("query time", "query times"),
             setting="LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES", fix="split the queries over requests",
         )
         columns = _columns(item, where, channels, position)
@@ -238,12 +241,13 @@ def prepare_series(
             item.query_times, field=f"{where}.query_times", time_unit=time_unit
         )
         try:
-            series = Series(times=times, values=values, id=item.id or "")
+            # No id here: the library would name the series again in its message.
+            series = Series(times=times, values=values)
         except (DataError, ShapeError) as exc:
             raise InputError(f"{where}: {exc}") from exc
         _check_horizon(series, queries, where, limits)
         _check_encoder_work(series, queries, where, time_scale, encoder_max_step, limits)
-        prepared.append(PreparedSeries(series=series, query_times=queries, index=i))
+        prepared.append(PreparedSeries(series=series, query_times=queries, index=i, id=item.id))
     return prepared
 
 
@@ -338,7 +342,7 @@ def _check_encoder_work(
 
 
 def _solver_message(job: Job, failing: list[int], exc: SolverError) -> str:
-    names = ", ".join(_where(job.series[k].index, job.series[k].series.id) for k in failing)
+    names = ", ".join(_where(job.series[k].index, job.series[k].id) for k in failing)
     return (
         f"the ODE solver could not answer {names} within its budget ({exc.reason}): {exc} "
         "The step limit is LATENT_ODE_SOLVER_MAX_STEPS; ask for query times nearer the "
@@ -405,7 +409,7 @@ def run_jobs(
                 job = jobs[j]
                 results[j] = SolverBudgetError(
                     f"the model produced non-finite values for "
-                    f"{_where(job.series[k].index, job.series[k].series.id)}; its values or times "
+                    f"{_where(job.series[k].index, job.series[k].id)}; its values or times "
                     "are probably far outside the range the model was trained on.",
                     series=[k],
                 )
