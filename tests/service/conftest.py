@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import ADMIN_KEY, MODEL_NAME, make_forecaster, register_version
+
+from tests.service.service_helpers import ADMIN_KEY, MODEL_NAME, make_forecaster, register_version
 
 
 @dataclass(frozen=True)

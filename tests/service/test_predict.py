@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import CHANNELS, make_series, series_json
 
 from latent_ode import Series, SolverConfig
 from pipelines.longformat import datetimes_to_float
 from service.app import create_app
+from tests.service.service_helpers import CHANNELS, make_series, series_json
 
 # Tolerances, in one place. Same batch: the service runs exactly the library's computation.
 # Across batch compositions the library promises answers within solver tolerance (float32

@@ -1,0 +1,135 @@
+"""Model loading: registry, disk cache when the registry is down, 503 when there is neither."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.config import Settings, get_settings
+from service.model_store import ModelRef, parse_model_uri
+from tests.conftest import free_port
+from tests.service.service_helpers import ADMIN_KEY, MODEL_NAME
+
+OK = {"times": [0, 1, 2], "values": [[70, 37], [71, None], [None, 37.2]], "query_times": [1.5]}
+
+
+def _dead_tracking_uri() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_starts_from_the_disk_cache_when_the_registry_is_down(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(make_settings())) as client:  # fills the cache
+        expected = client.post("/v1/predict", json={"series": [OK]}).json()
+    dead = _dead_tracking_uri()
+    with caplog.at_level(logging.WARNING, logger="service.model_store"):
+        with TestClient(create_app(make_settings(tracking_uri=dead))) as client:
+            ready = client.get("/readyz")
+            answer = client.post("/v1/predict", json={"series": [OK]}).json()
+            model = client.get("/v1/model").json()
+            reload = client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+            still = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
+                            "source": "cache"}
+    assert model["source"] == "cache"
+    assert answer["series"] == expected["series"]
+    assert any("from the disk cache" in r.getMessage() for r in caplog.records)
+    assert reload.status_code == 503
+    assert reload.json()["detail"].startswith(f"the MLflow tracking server {dead} is unreachable")
+    assert still.json()["source"] == "cache"  # the cached model keeps serving
+
+
+def test_no_registry_and_no_cache_is_503_not_a_crash(make_settings: Any) -> None:
+    dead = _dead_tracking_uri()
+    with TestClient(create_app(make_settings(tracking_uri=dead))) as client:
+        live = client.get("/livez")
+        ready = client.get("/readyz")
+        predict = client.post("/v1/predict", json={"series": [OK]})
+        model = client.get("/v1/model")
+    assert live.status_code == 200
+    assert ready.status_code == predict.status_code == model.status_code == 503
+    detail = predict.json()["detail"]
+    assert detail.startswith(
+        f"no model is loaded: the registry failed (the MLflow tracking server {dead} is "
+        "unreachable"
+    )
+    assert "the disk cache has no usable model" in detail
+    assert detail.endswith(
+        "Start the MLflow tracking server or fix LATENT_ODE_MODEL_URI, then POST "
+        "/v1/admin/reload or restart the service."
+    )
+    assert ready.json() == predict.json()
+
+
+def test_unknown_alias_is_reported(make_settings: Any) -> None:
+    settings = make_settings(model_uri=f"models:/{MODEL_NAME}@no-such-alias")
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert (f"the registry has no models:/{MODEL_NAME}@no-such-alias of model {MODEL_NAME!r}"
+            in response.json()["detail"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_503(make_settings: Any) -> None:
+    with TestClient(create_app(make_settings(device="cuda"))) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("no model is loaded: the registry failed (")
+
+
+@pytest.mark.parametrize(
+    ("uri", "ref"),
+    [
+        ("models:/latent-ode@champion", ModelRef("latent-ode", "champion", None)),
+        ("models:/latent-ode/3", ModelRef("latent-ode", None, "3")),
+    ],
+)
+def test_parse_model_uri(uri: str, ref: ModelRef) -> None:
+    assert parse_model_uri(uri) == ref
+
+
+@pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/x", "models:/x/latest", "/tmp/m"])
+def test_parse_model_uri_rejects_other_forms(uri: str) -> None:
+    with pytest.raises(ValueError, match="must be models:/NAME@ALIAS or models:/NAME/VERSION"):
+        parse_model_uri(uri)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATENT_ODE_MAX_SERIES_PER_REQUEST", "7")
+    monkeypatch.setenv("LATENT_ODE_DEVICE", "cuda:1")
+    monkeypatch.setenv("LATENT_ODE_ADMIN_KEY", "")
+    monkeypatch.setenv("LATENT_ODE_BATCHING_ENABLED", "false")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert get_settings() is settings  # cached
+    finally:
+        get_settings.cache_clear()
+    assert settings.max_series_per_request == 7
+    assert settings.device == "cuda:1"
+    assert settings.admin_key is None  # an empty key disables admin endpoints
+    assert settings.batching_enabled is False
+    assert settings.model_uri == "models:/latent-ode@champion"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"device": "gpu"}, "LATENT_ODE_DEVICE must be auto, cpu, cuda or cuda:N; got 'gpu'."),
+        ({"default_num_samples": 64, "max_num_samples": 32},
+         "LATENT_ODE_DEFAULT_NUM_SAMPLES (64) must not exceed LATENT_ODE_MAX_NUM_SAMPLES (32)."),
+    ],
+)
+def test_settings_reject_bad_values(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings(**overrides)
