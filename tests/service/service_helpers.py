@@ -77,15 +77,15 @@ def register_version(
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        # An explicit artifact location: the default (./mlruns) would write into the checkout.
         experiment = client.get_experiment_by_name("service-tests")
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else client.create_experiment(
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        elif tracking_uri.startswith("http"):  # the server stores artifacts itself
+            experiment_id = client.create_experiment("service-tests")
+        else:  # a local store's default (./mlruns) would write into the checkout
+            experiment_id = client.create_experiment(
                 "service-tests", artifact_location=(workdir / "artifacts").as_uri()
             )
-        )
         with mlflow.start_run(experiment_id=experiment_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
