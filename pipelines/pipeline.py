@@ -34,7 +34,6 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 
 from latent_ode import Forecaster
-from latent_ode.errors import ConfigError
 from pipelines import tracking
 from pipelines.config import PipelineConfig
 from pipelines.longformat import to_frame
@@ -159,20 +158,22 @@ class _CheckpointUploader:
 
 
 def _restore_checkpoints(run_id: str, directory: Path) -> None:
-    """Fill an empty local checkpoint folder from the run's ``checkpoints/`` artifacts."""
+    """Fill an empty local checkpoint folder from the run's ``checkpoints/`` artifacts.
+
+    When neither exists (the run died before its first checkpoint), training starts afresh in
+    the same run.
+    """
     if directory.is_dir() and any(directory.iterdir()):
         logger.info("resuming from the local checkpoints in %s", directory)
         return
-    try:
-        with tempfile.TemporaryDirectory(prefix="latent-ode-ckpt-") as tmp:
-            got = tracking.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(got, directory, dirs_exist_ok=True)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(
-            f"train run {run_id} has no checkpoint to resume from (no local {directory} and no "
-            f"`{CHECKPOINT_ARTIFACT}` artifacts: {exc}); start it again without --resume."
-        ) from None
+    if not tracking.list_artifacts(run_id, CHECKPOINT_ARTIFACT):
+        logger.warning("train run %s has no checkpoint (not in %s, not logged); training it "
+                       "again from the start", run_id, directory)
+        return
+    with tempfile.TemporaryDirectory(prefix="latent-ode-ckpt-") as tmp:
+        got = tracking.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(got, directory, dirs_exist_ok=True)
     logger.info("resuming from the checkpoints logged with run %s", run_id)
 
 

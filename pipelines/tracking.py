@@ -40,6 +40,7 @@ __all__ = [
     "environment_tags",
     "find_runs",
     "git_commit",
+    "list_artifacts",
     "log_config",
     "log_split_inputs",
     "set_experiment",
@@ -180,6 +181,11 @@ def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None =
     return Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
     ))
+
+
+def list_artifacts(run_id: str, path: str) -> list[str]:
+    """Paths of the artifacts under ``path`` of run ``run_id`` (empty if there are none)."""
+    return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
 
 def find_runs(filter_string: str, *, experiment: str | None = None) -> list[Run]:

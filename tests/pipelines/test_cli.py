@@ -1,0 +1,168 @@
+"""The ``latent-ode`` command line: help, data commands, one-line errors, steps run on their own."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import build_parser, main
+from pipelines.longformat import read_long
+from tests.pipelines.test_config import write_config
+
+PHYSIONET_A = Path(__file__).resolve().parents[3] / "shared" / "data" / "physionet2012" / "set-a.tar.gz"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["data"], ["data", "generate"], ["data", "physionet"], ["ingest"], ["train"],
+     ["evaluate"], ["register"], ["pipeline"], ["pipeline", "run"], ["serve"], ["quickstart"]],
+)
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: latent-ode {' '.join(argv)}".rstrip())
+
+
+def test_quickstart_is_a_placeholder() -> None:
+    with pytest.raises(SystemExit, match="not yet implemented"):
+        main(["quickstart"])
+
+
+def test_serve_calls_the_service_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    fake = types.ModuleType("service.server")
+    fake.run = lambda host, port: calls.append((host, port))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "service.server", fake)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert calls == [("0.0.0.0", 8123)]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_data_generate_writes_a_long_format_file(tmp_path: Path, suffix: str,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / f"spirals.{suffix}"
+    assert main(["data", "generate", "--dataset", "spirals", "--out", str(out),
+                 "--n-series", "6", "--seed", "3"]) == 0
+    table = read_long(out)
+    assert len(table) == 6 and table.channels == ["x", "y"]
+    assert f"wrote 6 spirals series (2 channels) to {out}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not PHYSIONET_A.is_file(), reason="PhysioNet archives not present")
+def test_data_physionet_imports_the_archives(tmp_path: Path) -> None:
+    out = tmp_path / "icu.parquet"
+    static = tmp_path / "static.csv"
+    assert main(["data", "physionet", str(PHYSIONET_A), "--out", str(out), "--limit", "5",
+                 "--static-out", str(static)]) == 0
+    table = read_long(out)
+    assert len(table) == 5 and len(table.channels) == 37
+    assert static.read_text().count("\n") == 6  # header + 5 stays
+
+
+def _error_line(err: str) -> str:
+    """The one ``error: ...`` line (MLflow may log other lines to stderr); no traceback."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_config(tmp_path / "c.toml", data={"normalization": "minmax"})
+    assert main(["pipeline", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: invalid pipeline config ")
+    assert "unknown key `data.normalization`" in err
+
+
+# The four ways a data file goes wrong: missing column, text in a numeric column, unsorted times,
+# a series with no observation. read_long names the problem and the line.
+BAD_FILES = {
+    "missing_column": ("series_id,x\na,1.0\n",
+                       r"the column 'time' is missing; found 'series_id', 'x'"),
+    "text_in_numeric": ("series_id,time,x\na,0.0,1.0\na,1.0,abc\n",
+                        r", line 3, column 'x': a channel value must be a number or empty; "
+                        r"got 'abc'"),
+    "unsorted_times": ("series_id,time,x\na,0.0,1.0\na,2.0,1.5\na,1.0,2.0\n",
+                       r", line 4: times of series 'a' must increase; got 1\.0 after 2\.0 "
+                       r"\(at line 3\)"),
+    "no_observations": ("series_id,time,x\na,0.0,1.0\nb,0.0,\nb,1.0,\n",
+                        r"series 'b' \(first row at line 3\) has no observed value"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_data_files_stop_with_the_row_and_register_nothing(
+    case: str, mlflow_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text, message = BAD_FILES[case]
+    (tmp_path / "bad.csv").write_text(text)
+    name = f"latent-ode-test-bad-{case}"
+    raw = write_config(tmp_path / "c.toml", register={"model_name": name},
+                       mlflow={"experiment": "test-bad-data"})
+    # Point the tiny config at the file instead of the generator.
+    cfg_text = raw.read_text().replace('dataset = "periodic"', 'path = "bad.csv"')
+    cfg_text = re.sub(r"(?m)^(n_series|seed|options) = .*\n", "", cfg_text, count=3)
+    raw.write_text(cfg_text)
+
+    assert main(["pipeline", "run", "--config", str(raw)]) == 2
+    err = _error_line(capsys.readouterr().err)
+    assert re.search(message, err), err
+    assert str(tmp_path / "bad.csv") in err
+    client = MlflowClient()
+    assert client.search_model_versions(f"name='{name}'") == []
+    exp = client.get_experiment_by_name("test-bad-data")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert {r.data.tags.get("latent_ode.step", "pipeline") for r in failed} >= {"ingest", "pipeline"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_steps_run_on_their_own(mlflow_env: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = "latent-ode-test-steps"
+    cfg = str(write_config(tmp_path / "c.toml", register={"model_name": name},
+                           mlflow={"experiment": "test-steps"}))
+
+    def run(*argv: str) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    out = run("ingest", "--config", cfg, "--out", "split")
+    ingest_id = re.search(r"ingest run (\w+): 24 train / 8 val / 8 test series", out).group(1)
+    assert (tmp_path / "split" / "split.json").is_file()
+    train_id = re.search(r"train run (\w+): 12 steps", run(
+        "train", "--config", cfg, "--data-run", ingest_id)).group(1)
+    assert (tmp_path / "runs" / train_id / "checkpoints" / "last.pt").is_file()
+    # evaluate finds the data through the train run's tag, or takes the local folder.
+    eval_id = re.search(r"evaluate run (\w+): .*test_interp_mse=", run(
+        "evaluate", "--config", cfg, "--train-run", train_id)).group(1)
+    out = run("evaluate", "--config", cfg, "--train-run", train_id, "--data", "split")
+    assert "test_extrap_mse=" in out
+    out = run("register", "--config", cfg, "--train-run", train_id, "--evaluate-run", eval_id)
+    assert f"\nregistered {name} version 1, promoted to champion: no current" in out
+
+    client = MlflowClient()
+    assert client.get_run(train_id).data.tags["latent_ode.data_run_id"] == ingest_id
+    reg_run = client.get_run(client.get_model_version(name, "1").run_id)
+    assert "test_interp_mse" in reg_run.data.metrics and "val_loss" in reg_run.data.metrics
+
+
+def test_an_unknown_run_is_one_line_and_exit_2(mlflow_env: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    cfg = str(write_config(tmp_path / "c.toml", mlflow={"experiment": "test-unknown-run"}))
+    assert main(["register", "--config", cfg, "--train-run", "0123456789abcdef"]) == 2
+    err = _error_line(capsys.readouterr().err)
+    assert "0123456789abcdef" in err

@@ -1,0 +1,159 @@
+"""The whole pipeline against a real MLflow server and against the embedded default store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from pipelines.config import flatten_params, load_config, parse_config, unflatten_params
+from pipelines.pipeline import PipelineResult, run_pipeline
+from tests.pipelines.test_config import write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _pyfunc_input(series, query: np.ndarray, channels: list[str]) -> pd.DataFrame:
+    obs = pd.DataFrame({"series_id": series.id, "time": series.times, "query": False})
+    for j, c in enumerate(channels):
+        obs[c] = series.values[:, j]
+    q = pd.DataFrame({"series_id": series.id, "time": query, "query": True})
+    for c in channels:
+        q[c] = np.nan
+    return pd.concat([obs, q], ignore_index=True)
+
+
+def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str) -> None:
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+    )
+    steps = {r.data.tags["latent_ode.step"]: r for r in children}
+    assert set(steps) == {"ingest", "train", "evaluate", "register"}
+    assert {s: r.info.run_id for s, r in steps.items()} == result.step_run_ids
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert {r.info.run_name for r in children} == set(steps)
+
+    # Params = flattened config = config.json, and they read back into the same config.
+    expected = flatten_params(cfg.to_dict())
+    for run in (parent, steps["train"]):
+        assert run.data.params == expected
+    config_json = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=steps["train"].info.run_id, artifact_path="config.json")).read_text())
+    assert config_json == cfg.to_dict()
+    assert parse_config(unflatten_params(steps["train"].data.params)) == cfg
+
+    train = steps["train"]
+    for tag in ("git_commit", "python_version", "torch_version", "mlflow_version"):
+        assert train.data.tags[tag], tag
+    assert train.data.tags["device"] == "cpu"
+    steps_done = int(train.data.metrics["train_steps"])
+    history = client.get_metric_history(train.info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, steps_done + 1))  # log_every = 1
+    assert len(client.get_metric_history(train.info.run_id, "val_loss")) == 4  # one per epoch
+    assert train.data.metrics["best_val_loss"] == pytest.approx(result.metrics["val_loss"])
+    arts = {a.path for a in client.list_artifacts(train.info.run_id, "checkpoints")}
+    assert arts == {"checkpoints/last.pt"}
+    arts = {a.path for a in client.list_artifacts(train.info.run_id, "forecaster")}
+    assert arts == {"forecaster/config.json", "forecaster/weights.safetensors"}
+
+    ingest = client.get_run(steps["ingest"].info.run_id)
+    inputs = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+        for d in ingest.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"train", "val", "test"}
+    assert inputs["train"].name == "periodic-train"
+    assert json.loads(inputs["test"].source)["tags"]["generator"] == "periodic"
+    assert {a.path for a in client.list_artifacts(ingest.info.run_id, "data")} == {
+        "data/train.parquet", "data/val.parquet", "data/test.parquet", "data/split.json"}
+
+    evaluate = steps["evaluate"]
+    for key in ("test_interp_mse", "test_extrap_mse", "test_interp_nll", "test_coverage_90",
+                "test_locf_extrap_mse", "test_linear_interp_mse"):
+        assert np.isfinite(evaluate.data.metrics[key]), key
+    plots = [a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")]
+    assert len(plots) == cfg.evaluate.num_plots and all(p.endswith(".png") for p in plots)
+
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == steps["register"].info.run_id
+    assert str(champion.version) == result.register.version
+
+
+def _check_served_predictions(result: PipelineResult, name: str) -> None:
+    """``models:/NAME@champion`` answers like the in-memory forecaster."""
+    fc = result.forecaster
+    from latent_ode.datasets import periodic
+
+    series = periodic(1, n_times=20, seed=123)[0]
+    query = np.array([0.3, 2.0, 4.0, 6.5])
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    out = model.predict(_pyfunc_input(series, query, fc.channels))
+    expected = fc.predict([series], [query], num_samples=32, seed=0)[0]
+    np.testing.assert_allclose(out["time"].to_numpy(), query)
+    # Same weights, same seed, same CPU kernels: only float32 reduction order may differ.
+    np.testing.assert_allclose(out["x_mean"].to_numpy(), expected.mean[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["x_std"].to_numpy(), expected.std[:, 0], rtol=1e-5, atol=1e-6)
+    assert list(out["mode"]) == expected.mode
+
+
+def test_pipeline_against_a_tracking_server(
+    mlflow_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = "latent-ode-test-server"
+    good = write_config(tmp_path / "good.toml", register={"model_name": name},
+                        mlflow={"experiment": "test-server"})
+    cfg = load_config(good)
+    result = run_pipeline(cfg, device="cpu")
+    client = MlflowClient()
+    _check_pipeline(client, result, cfg, name)
+    assert (result.register.version, result.register.promoted) == ("1", True)
+    _check_served_predictions(result, name)
+
+    # A worse model (one tiny step) is registered but does not take `champion`.
+    worse = write_config(tmp_path / "worse.toml", register={"model_name": name},
+                         mlflow={"experiment": "test-server"},
+                         train={"max_steps": 1, "lr": 1e-6, "lr_min": 1e-6})
+    caplog.set_level(logging.INFO, logger="pipelines")
+    assert main(["pipeline", "run", "--config", str(worse)]) == 0
+    versions = {v.version for v in client.search_model_versions(f"name='{name}'")}
+    assert versions == {"1", "2"}
+    v2_run = client.get_run(client.get_model_version(name, "2").run_id)
+    assert v2_run.data.metrics["val_loss"] > result.metrics["val_loss"]  # it really is worse
+    assert v2_run.data.tags["promoted"] == "false"
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert any(
+        r.levelno == logging.INFO and "version 2 registered, NOT promoted to `champion`: val_loss"
+        in r.getMessage() and "is not better than" in r.getMessage() for r in caplog.records
+    )
+
+    # --force moves it anyway.
+    assert main(["pipeline", "run", "--config", str(worse), "--force"]) == 0
+    assert client.get_model_version_by_alias(name, "champion").version == "3"
+
+
+def test_pipeline_with_the_embedded_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(None)
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    name = "latent-ode-test-embedded"
+    path = write_config(tmp_path / "c.toml", register={"model_name": name},
+                        mlflow={"experiment": "test-embedded"})
+    cfg = load_config(path)
+    result = run_pipeline(cfg, device="cpu")
+    assert (tmp_path / "mlflow.db").is_file()
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _check_pipeline(MlflowClient(), result, cfg, name)
+    _check_served_predictions(result, name)
