@@ -128,7 +128,10 @@ def _torchode_solve(field: nn.Module, y0: Tensor, t_eval: Tensor, config: Solver
                                   dcoeff=0.0, term=term)
     adjoint = to.AutoDiffAdjoint(method, controller, max_steps=config.max_steps)
     t_start = torch.zeros_like(t_eval[:, 0])
-    problem = to.InitialValueProblem(y0=y0, t_start=t_start, t_end=t_eval[:, -1], t_eval=t_eval)
+    # torchode divides by the span: a series asked only about t = 0 would fail with a zero
+    # step, so every span is at least a negligible epsilon (answers at 0 are y0 exactly).
+    t_end = t_eval[:, -1].clamp_min(1e-6)
+    problem = to.InitialValueProblem(y0=y0, t_start=t_start, t_end=t_end, t_eval=t_eval)
     return adjoint.solve(problem)
 
 

@@ -154,7 +154,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for torn or foreign files
-        raise CheckpointError(f"cannot resume from {path}: {exc}. Delete it to start afresh.") from exc
+        raise CheckpointError(
+            f"cannot resume from {path}: not a readable training checkpoint "
+            f"({type(exc).__name__}). Delete it to start afresh."
+        ) from exc
 
 
 def fit(

@@ -1,0 +1,216 @@
+"""Prediction in the user's units, invariants of the model, and persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latent_ode import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Forecaster,
+    ModelConfig,
+    Normaliser,
+    Series,
+    ShapeError,
+    SolverConfig,
+    SolverError,
+    TrainConfig,
+    collate,
+    config_from_dict,
+    config_to_dict,
+)
+from latent_ode.likelihoods import gaussian_log_likelihood, kl_normal_std_normal
+from tests.latent_ode.conftest import assert_close
+
+QUERIES = np.array([2.0, -1.0, 0.5, 7.0, 0.5])
+
+
+def test_predict_answers_in_the_order_asked_with_modes(forecaster, periodic_small) -> None:
+    s = periodic_small[0]
+    q = np.array([s.times[-1] + 1.0, s.times[0] - 1.0, s.times[3], s.times[3], s.times[0]])
+    (f,) = forecaster.predict([s], [q], num_samples=8, quantiles=(0.1, 0.5, 0.9))
+    assert f.mode == ["extrapolation", "backcast", "interpolation", "interpolation", "interpolation"]
+    assert f.mean.shape == f.std.shape == (5, 1)
+    np.testing.assert_array_equal(f.query_times, q)
+    # Duplicate query times get identical answers; quantiles are ordered and bracket the median.
+    np.testing.assert_allclose(f.mean[2], f.mean[3], rtol=1e-6)
+    assert (f.quantiles[0.1] <= f.quantiles[0.5]).all() and (f.quantiles[0.5] <= f.quantiles[0.9]).all()
+    assert (f.std > 0).all()
+    assert f.stats.nfe > 0 and f.stats.method == "dopri5"
+
+
+def test_answers_are_in_user_units(forecaster, periodic_small) -> None:
+    """Shifting and scaling the data (and the normaliser with it) moves answers the same way."""
+    s = periodic_small[0]
+    (base,) = forecaster.predict([s], [QUERIES], num_samples=4)
+    n = forecaster.normaliser
+    scaled_norm = Normaliser(kind=n.kind, loc=n.loc * 100 + 5, scale=n.scale * 100,
+                             time_scale=n.time_scale * 60)
+    scaled = Forecaster(forecaster.model, scaled_norm, channels=["x"], time_unit="min")
+    s2 = Series(times=s.times * 60 + 1e6, values=s.values * 100 + 5)
+    (f,) = scaled.predict([s2], [QUERIES * 60 + 1e6], num_samples=4)
+    np.testing.assert_allclose(f.mean, base.mean * 100 + 5, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(f.std, base.std * 100, rtol=1e-4, atol=1e-3)
+
+
+def test_masked_values_change_nothing(two_channel_forecaster) -> None:
+    fc, data = two_channel_forecaster
+    s = data[0]
+    values = s.values.copy()
+    values[::3, 1] = np.nan
+    obs_a = collate([fc.normaliser.transform(Series(times=s.times, values=values))])
+    values_b = obs_a.values.clone()
+    values_b[~obs_a.mask] = 1e6  # garbage where not observed
+    obs_b = type(obs_a)(times=obs_a.times, values=values_b, mask=obs_a.mask, lengths=obs_a.lengths)
+    with torch.no_grad():
+        a = fc.model.encode(obs_a, obs_a.first_time)
+        b = fc.model.encode(obs_b, obs_b.first_time)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_permuting_the_batch_permutes_the_output(two_channel_forecaster) -> None:
+    fc, data = two_channel_forecaster
+    series = data[:5]
+    queries = [np.linspace(s.times[0] - 1, s.times[-1] + 2, 4 + i) for i, s in enumerate(series)]
+    out = fc.predict(series, queries, num_samples=4)
+    perm = [3, 0, 4, 1, 2]
+    out_p = fc.predict([series[i] for i in perm], [queries[i] for i in perm], num_samples=4)
+    for j, i in enumerate(perm):
+        assert_close(out_p[j].mean, out[i].mean)
+        assert_close(out_p[j].std, out[i].std)
+
+
+def test_an_answer_does_not_depend_on_the_rest_of_the_batch(two_channel_forecaster) -> None:
+    fc, data = two_channel_forecaster
+    q = np.array([1.0, 30.0])
+    (alone,) = fc.predict([data[0]], [q], num_samples=4)
+    together = fc.predict(data[:6], [q] * 6, num_samples=4)[0]
+    # Per-series step-size control: only float32 rounding differs.
+    np.testing.assert_allclose(together.mean, alone.mean, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_output_other_seed_other_output(forecaster, periodic_small) -> None:
+    s = periodic_small[1]
+    a = forecaster.predict([s], [QUERIES], num_samples=6, seed=11)[0]
+    b = forecaster.predict([s], [QUERIES], num_samples=6, seed=11)[0]
+    c = forecaster.predict([s], [QUERIES], num_samples=6, seed=12)[0]
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert not np.allclose(a.std, c.std)
+
+
+@pytest.mark.parametrize(("b", "t", "d", "q", "s"), [(1, 1, 1, 1, 1), (3, 7, 2, 5, 4), (2, 12, 3, 1, 9)])
+def test_output_shapes_over_a_grid(b, t, d, q, s) -> None:
+    rng = np.random.default_rng(0)
+    series = [Series(times=np.cumsum(rng.uniform(0.1, 1.0, t)), values=rng.normal(size=(t, d)))
+              for _ in range(b)]
+    fc = Forecaster.create(ModelConfig(input_dim=d, latent_dim=3, encoder_hidden=4, encoder_units=8,
+                                       dynamics_units=8),
+                           Normaliser.fit(series), channels=[f"c{i}" for i in range(d)], time_unit="s")
+    out = fc.predict(series, [rng.uniform(-1, 10, q) for _ in range(b)], num_samples=s,
+                     quantiles=(0.2, 0.8))
+    assert len(out) == b
+    for f in out:
+        assert f.mean.shape == f.std.shape == f.quantiles[0.2].shape == (q, d)
+        assert np.isfinite(f.mean).all()
+
+
+def test_kl_is_non_negative_and_matches_torch() -> None:
+    torch.manual_seed(0)
+    mean, std = torch.randn(64, 5) * 3, torch.rand(64, 5) * 4 + 1e-3
+    kl = kl_normal_std_normal(mean, std)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mean, std),
+                                            torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(kl, ref)
+    assert bool((kl >= 0).all())
+    assert float(kl_normal_std_normal(torch.zeros(1, 3), torch.ones(1, 3))) == 0.0
+
+
+def test_gaussian_log_likelihood_matches_torch_on_observed_points() -> None:
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 3, 4, 2), torch.randn(3, 4, 2)
+    mask = torch.rand(3, 4, 2) > 0.4
+    ll = gaussian_log_likelihood(pred, target, mask, std=0.3)
+    dens = torch.distributions.Normal(pred, 0.3).log_prob(target)
+    ref = (dens * mask).sum((-1, -2)) / mask.sum((-1, -2))
+    torch.testing.assert_close(ll, ref)
+
+
+def test_config_round_trips_through_dict_and_json() -> None:
+    cfg = ModelConfig(input_dim=4, latent_dim=6, solver=SolverConfig(rtol=1e-4, gradient="adjoint"))
+    assert config_from_dict(ModelConfig, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+    tc = TrainConfig(batch_size=7, max_steps=3)
+    assert config_from_dict(TrainConfig, config_to_dict(tc)) == tc
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['solvr'\] for ModelConfig"):
+        config_from_dict(ModelConfig, {"input_dim": 1, "solvr": {}})
+    with pytest.raises(ConfigError, match=r"`ModelConfig.latent_dim` must be a positive integer; got 0"):
+        config_from_dict(ModelConfig, {"input_dim": 1, "latent_dim": 0})
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, forecaster, periodic_small) -> None:
+    forecaster.metadata["note"] = "round-trip"
+    forecaster.save(tmp_path / "m")
+    loaded = Forecaster.load(tmp_path / "m")
+    a = forecaster.predict(periodic_small[:3], [QUERIES] * 3, num_samples=5)
+    b = loaded.predict(periodic_small[:3], [QUERIES] * 3, num_samples=5)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.mean, y.mean)
+        np.testing.assert_array_equal(x.quantiles[0.95], y.quantiles[0.95])
+    assert loaded.metadata["note"] == "round-trip"
+    assert loaded.normaliser == forecaster.normaliser and loaded.channels == ["x"]
+
+
+def test_loading_is_strict(tmp_path, forecaster) -> None:
+    with pytest.raises(CheckpointError, match="no config.json"):
+        Forecaster.load(tmp_path)
+    d = forecaster.save(tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model"]["latent_dim"] = 5  # weights no longer fit
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not match the model built from its config.json"):
+        Forecaster.load(d)
+    cfg["model"]["latent_dim"] = 4
+    cfg["surprise"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="must have the keys"):
+        Forecaster.load(d)
+    (d / "weights.safetensors").write_bytes(b"not a safetensors file")
+    del cfg["surprise"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        Forecaster.load(d)
+
+
+def test_predict_rejects_bad_arguments(forecaster, periodic_small) -> None:
+    s = periodic_small[0]
+    with pytest.raises(ShapeError, match=r"one array per series \(1\); got 2"):
+        forecaster.predict([s], [QUERIES, QUERIES])
+    with pytest.raises(DataError, match="at least one series"):
+        forecaster.predict([], [])
+    with pytest.raises(ConfigError, match=r"`quantiles` must lie strictly between 0 and 1; got \[0.0\]"):
+        forecaster.predict([s], [QUERIES], quantiles=(0.0,))
+    with pytest.raises(ConfigError, match="`num_samples` must be a positive integer; got 0"):
+        forecaster.predict([s], [QUERIES], num_samples=0)
+    with pytest.raises(DataError, match=r"`query_times` of series 0 .* finite times"):
+        forecaster.predict([s], [np.array([1.0, np.inf])])
+    with pytest.raises(ShapeError, match=r"series 0 \('x2'\) has 2 channels; the model has 1"):
+        forecaster.predict([Series(times=[0.0], values=[[1.0, 2.0]], id="x2")], [QUERIES])
+
+
+def test_step_limit_is_a_solver_error_naming_the_series(forecaster, periodic_small) -> None:
+    tiny = SolverConfig(max_steps=2)
+    with pytest.raises(SolverError, match=r"exceeded its budget \(2 steps\) .* series \[0, 1\]") as info:
+        forecaster.predict(periodic_small[:2], [np.array([1e4])] * 2, solver=tiny)
+    assert info.value.series == (0, 1)
+
+
+@pytest.mark.gpu
+def test_gpu_predictions_match_cpu(cuda_device, forecaster, periodic_small) -> None:
+    cpu = forecaster.predict(periodic_small[:4], [QUERIES] * 4, num_samples=4)
+    gpu = forecaster.to(cuda_device).predict(periodic_small[:4], [QUERIES] * 4, num_samples=4)
+    for a, b in zip(cpu, gpu, strict=True):
+        np.testing.assert_allclose(a.mean, b.mean, rtol=1e-3, atol=1e-3)

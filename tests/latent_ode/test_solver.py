@@ -1,0 +1,137 @@
+"""The solver wrapper against ODEs with exact solutions, gradients, and failures."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from latent_ode import SolverConfig, SolverError
+from latent_ode.errors import ShapeError
+from latent_ode.solver import solve
+from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
+
+TIGHT = SolverConfig(rtol=1e-10, atol=1e-12, max_steps=100_000)
+
+
+class Linear(nn.Module):
+    """dy/dt = A y."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y @ self.a.T
+
+
+class Blowup(nn.Module):
+    """dy/dt = y², which reaches infinity at t = 1 / y0."""
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y**2
+
+
+def test_exponential_decay_matches_exact_solution_per_series_times() -> None:
+    k = 0.7
+    y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64)
+    # Own times per series, with a repeat (padding) and a point exactly at 0.
+    t = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.1, 0.2, 3.0, 4.0], [0.0, 0.0, 0.3, 9.0]],
+                     dtype=torch.float64)
+    sol = solve(Linear(torch.tensor([[-k]], dtype=torch.float64)), y0, t, TIGHT)
+    exact = y0 * torch.exp(-k * t)
+    torch.testing.assert_close(sol.ys[..., 0], exact, rtol=0, atol=EXACT_ODE_ATOL)
+    assert not sol.failed.any()
+    assert sol.stats.nfe > 0
+
+
+def test_harmonic_oscillator_matches_exact_solution() -> None:
+    w = 2.0
+    a = torch.tensor([[0.0, 1.0], [-(w**2), 0.0]], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    t = torch.linspace(0.0, 10.0, 57, dtype=torch.float64).repeat(2, 1)
+    sol = solve(Linear(a), y0, t, TIGHT)
+    exact_x = torch.stack([torch.cos(w * t[0]), torch.sin(w * t[1]) / w])
+    torch.testing.assert_close(sol.ys[..., 0], exact_x, rtol=0, atol=EXACT_ODE_ATOL)
+
+
+def test_adjoint_path_matches_exact_solution() -> None:
+    y0 = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+    t = torch.tensor([[0.2, 0.9], [0.5, 2.5]], dtype=torch.float64)
+    sol = solve(Linear(torch.tensor([[-0.3]], dtype=torch.float64)), y0, t, TIGHT, adjoint=True)
+    torch.testing.assert_close(sol.ys[..., 0], y0 * torch.exp(-0.3 * t), rtol=0, atol=EXACT_ODE_ATOL)
+
+
+def test_adjoint_gradients_match_backprop_through_the_solver() -> None:
+    torch.manual_seed(0)
+    field = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    y0 = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.sort(torch.rand(4, 6, dtype=torch.float64) * 2.0, dim=1).values
+    cfg = SolverConfig(rtol=1e-8, atol=1e-10, max_steps=100_000)
+
+    def grads(adjoint: bool) -> list[torch.Tensor]:
+        field.zero_grad()
+        sol = solve(field, y0, t, cfg, adjoint=adjoint)
+        (sol.ys**2).sum().backward()
+        return [p.grad.clone() for p in field.parameters()]
+
+    for g_adj, g_bp in zip(grads(True), grads(False), strict=True):
+        torch.testing.assert_close(g_adj, g_bp, rtol=ADJOINT_RTOL, atol=ADJOINT_RTOL * g_bp.abs().max())
+
+
+def test_blowup_fails_within_step_limit_without_hanging() -> None:
+    y0 = torch.tensor([[1.0]], dtype=torch.float64)
+    t = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    started = time.monotonic()
+    sol = solve(Blowup(), y0, t, SolverConfig(max_steps=300))
+    assert time.monotonic() - started < 30  # bounded by max_steps, not by the blow-up
+    assert sol.failed.tolist() == [True]
+    assert torch.isnan(sol.ys).all()
+    with pytest.raises(SolverError, match=r"failed .* for series \[0\]"):
+        sol.raise_on_failure()
+
+
+def test_failing_series_does_not_corrupt_the_rest_of_the_batch() -> None:
+    # Series 1 blows up at t = 1; series 0 and 2 (y0 = 0.1, 0.2) are finite up to t = 2.
+    y0 = torch.tensor([[0.1], [1.0], [0.2]], dtype=torch.float64)
+    t = torch.tensor([[0.5, 1.5, 2.0], [0.5, 1.5, 2.0], [0.5, 1.5, 2.0]], dtype=torch.float64)
+    cfg = SolverConfig(rtol=1e-10, atol=1e-12, max_steps=2000)
+    sol = solve(Blowup(), y0, t, cfg)
+    assert sol.failed.tolist() == [False, True, False]
+    exact = y0 / (1 - y0 * t)
+    healthy = torch.tensor([0, 2])
+    torch.testing.assert_close(sol.ys[healthy, :, 0], exact[healthy], rtol=0, atol=EXACT_ODE_ATOL)
+    assert torch.isnan(sol.ys[1]).all()
+
+
+def test_adjoint_failure_is_a_solver_error() -> None:
+    y0 = torch.tensor([[1.0]], dtype=torch.float64)
+    t = torch.tensor([[2.0]], dtype=torch.float64)
+    with pytest.raises(SolverError, match="adjoint ODE solve failed"):
+        solve(Blowup(), y0, t, SolverConfig(adjoint_max_steps=50), adjoint=True)
+
+
+@pytest.mark.parametrize(
+    ("y0", "t", "match"),
+    [
+        (torch.zeros(2), torch.zeros(2, 3), r"`y0` must have shape \(B, L\)"),
+        (torch.zeros(2, 1), torch.zeros(3, 3), r"`t_eval` must have shape \(B, Q\) with B = 2"),
+        (torch.zeros(2, 1), torch.zeros(2, 0), "at least one time"),
+        (torch.zeros(1, 1), torch.tensor([[1.0, 0.5]]), "non-decreasing"),
+        (torch.zeros(1, 1), torch.tensor([[-1.0, 0.5]]), "non-negative"),
+    ],
+)
+def test_malformed_inputs_are_shape_errors(y0, t, match) -> None:
+    with pytest.raises(ShapeError, match=match):
+        solve(Blowup(), y0, t, SolverConfig())
+
+
+def test_solver_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"`SolverConfig.max_steps` must be a positive integer; got 0"):
+        SolverConfig(max_steps=0)
+    with pytest.raises(ValueError, match=r"`SolverConfig.method` must be one of 'dopri5', 'tsit5'"):
+        SolverConfig(method="euler")  # type: ignore[arg-type]
+    assert math.isclose(SolverConfig().rtol, 1e-3)
