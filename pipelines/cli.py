@@ -98,7 +98,7 @@ def _data_for(args: argparse.Namespace, *, default_run: str | None = None) -> tu
 
     if args.data:
         return load_split(args.data), None
-    run = args.data_run or default_run
+    run = args.data_run or default_run  # "" (e.g. from MLproject) means "not given"
     if not run:
         raise ConfigError("no data given; pass --data DIR (from `latent-ode ingest --out DIR`) "
                           "or --data-run RUN_ID (an ingest run).")
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(tr)
     tr.add_argument("--checkpoint-dir", metavar="DIR",
                     help="local checkpoint folder; default ./runs/<run_id>/checkpoints")
-    tr.add_argument("--resume", action="store_true",
+    tr.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                     help="continue an interrupted train run from its last checkpoint (the "
                          "newest unfinished train run of this config, or --run-id)")
     tr.add_argument("--run-id", metavar="RUN_ID", help="the train run to continue (with --resume)")
@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--evaluate-run", metavar="RUN_ID",
                     help="an evaluate run whose test metrics to add (needed when "
                          "register.metric is a test_* metric)")
-    rg.add_argument("--force", action="store_true", help="take `champion` regardless of metric")
+    rg.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
+                    help="take `champion` regardless of the metric")
     rg.set_defaults(func=_cmd_register)
 
     pipe = sub.add_parser("pipeline", help="run the whole pipeline",
@@ -288,10 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                               description="One parent MLflow run with a nested run per step.")
     _add_config(run)
     _add_device(run)
-    run.add_argument("--resume", action="store_true",
+    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                      help="continue the newest unfinished pipeline run of this config: reuse "
                           "finished steps, resume training from its last checkpoint")
-    run.add_argument("--force", action="store_true", help="take `champion` regardless of metric")
+    run.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
+                     help="take `champion` regardless of the metric")
     run.set_defaults(func=_cmd_pipeline_run)
 
     srv = sub.add_parser("serve", help="run the REST service",

@@ -96,10 +96,9 @@ def _tags(cfg: PipelineConfig, step: str) -> dict[str, str]:
             tracking.TAG_CONFIG_HASH: config_hash(cfg)}
 
 
-def _log_config_once(cfg: PipelineConfig, run: mlflow.ActiveRun) -> None:
-    """Params and ``config.json``, unless a reopened run already has them."""
-    if not run.data.params:
-        tracking.log_config(cfg.to_dict())
+def _log_config(cfg: PipelineConfig, run: mlflow.ActiveRun) -> None:
+    """Params (those the run does not have yet) and ``config.json``."""
+    tracking.log_config(cfg.to_dict(), logged=run.data.params)
 
 
 def ingest_stage(cfg: PipelineConfig, *, out_dir: Path | None = None) -> StageRun:
@@ -110,7 +109,7 @@ def ingest_stage(cfg: PipelineConfig, *, out_dir: Path | None = None) -> StageRu
         out_dir: also keep the split in this local folder (else only as run artifacts).
     """
     with tracking.start_run("ingest", tags=_tags(cfg, "ingest")) as run:
-        tracking.log_config(cfg.to_dict())
+        _log_config(cfg, run)
         data = ingest(cfg)
         with tempfile.TemporaryDirectory(prefix="latent-ode-ingest-") as tmp:
             folder = save_split(data, out_dir if out_dir is not None else Path(tmp) / "data")
@@ -202,7 +201,7 @@ def train_stage(
         tags[tracking.TAG_DATA_RUN] = data_run_id
     with tracking.start_run("train", tags=tags, run_id=run_id) as run:
         rid = run.info.run_id
-        _log_config_once(cfg, run)
+        _log_config(cfg, run)
         ckpt = checkpoint_dir or default_checkpoint_dir(rid)
         if resume:
             _restore_checkpoints(rid, ckpt)
@@ -235,7 +234,7 @@ def evaluate_stage(
     if train_run_id:
         tags[tracking.TAG_TRAIN_RUN] = train_run_id
     with tracking.start_run("evaluate", tags=tags) as run:
-        tracking.log_config(cfg.to_dict())
+        _log_config(cfg, run)
         result = evaluate(cfg, forecaster, data)
         mlflow.log_metrics(result.metrics)
         for name, fig in result.figures:
@@ -261,7 +260,7 @@ def register_stage(
     if train_run_id:
         tags[tracking.TAG_TRAIN_RUN] = train_run_id
     with tracking.start_run("register", tags=tags) as run:
-        tracking.log_config(cfg.to_dict())
+        _log_config(cfg, run)
         mlflow.log_metrics(metrics)
         registry = tracking.MlflowRegistry(cfg.registry.model_name, cfg.registry.alias)
         with tempfile.TemporaryDirectory(prefix="latent-ode-fc-") as tmp:
@@ -345,7 +344,7 @@ def run_pipeline(
 
     with tracking.start_run("pipeline", tags=tags,
                             run_id=parent.info.run_id if parent else None) as run:
-        _log_config_once(cfg, run)
+        _log_config(cfg, run)
         ids: dict[str, str] = {}
 
         if (r := finished("ingest")) is not None:

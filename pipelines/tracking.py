@@ -83,6 +83,8 @@ def start_run(
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested,
                           tags=tags) as run:
+        # A run that is resumed (run_id, or MLFLOW_RUN_ID under `mlflow run`) ignores `tags`.
+        mlflow.set_tags(tags)
         logger.info("%s run %s %s", name, run.info.run_id, "reopened" if run_id else "started")
         yield run
 
@@ -122,9 +124,19 @@ def environment_tags(device: str) -> dict[str, str]:
     return tags
 
 
-def log_config(config: dict[str, Any]) -> None:
-    """Log the nested config dict as flattened params and as the artifact ``config.json``."""
-    mlflow.log_params(flatten_params(config))
+def log_config(config: dict[str, Any], *, logged: dict[str, str] | None = None) -> None:
+    """Log the nested config dict as flattened params and as the artifact ``config.json``.
+
+    Args:
+        config: the nested config dict.
+        logged: params the run already has (a reopened run, or ``mlflow run``'s own params);
+            only the others are logged, since MLflow refuses to log a param twice.
+    """
+    params = flatten_params(config)
+    logged = logged or {}
+    missing = {k: v for k, v in params.items() if k not in logged}
+    if missing:
+        mlflow.log_params(missing)
     mlflow.log_dict(config, CONFIG_ARTIFACT)
 
 
