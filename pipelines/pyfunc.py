@@ -23,6 +23,22 @@ import pandas as pd
 FORECASTER_ARTIFACT = "forecaster"
 
 
+def model_signature() -> Any:
+    """The pyfunc signature: the inference params ``num_samples`` and ``seed`` with defaults.
+
+    The input frame's columns depend on the model's channels and its types on the caller (ids
+    may be numbers or text), so only the params are declared; without them MLflow would drop
+    ``params`` passed to ``predict``.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    return ModelSignature(inputs=None, params=ParamSchema([
+        ParamSpec("num_samples", "long", 32),
+        ParamSpec("seed", "long", 0),
+    ]))
+
+
 def forecaster_dir(model_dir: str | Path) -> Path:
     """The forecaster directory inside a downloaded pyfunc model directory."""
     return Path(model_dir) / "artifacts" / FORECASTER_ARTIFACT

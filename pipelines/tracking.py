@@ -256,12 +256,13 @@ class MlflowRegistry:
         Returns:
             The new version number.
         """
-        from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc
+        from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc, model_signature
 
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=LatentODEPyfunc(),
             artifacts={FORECASTER_ARTIFACT: str(forecaster_dir)},
+            signature=model_signature(),
             pip_requirements=_pip_requirements(),
             metadata={"metrics": metrics},
         )
