@@ -75,7 +75,8 @@ class ModelConfig:
         encoder_hidden: H, size of the ODE-RNN hidden state.
         encoder_units: hidden units of the encoder's ODE function.
         dynamics_units: hidden units of each layer of the latent dynamics MLP.
-        dynamics_layers: number of hidden layers of the latent dynamics MLP.
+        dynamics_layers: number of hidden layers of the latent dynamics MLP (the reference
+            implementation uses two).
         obs_std: standard deviation of the Gaussian observation noise, on the normalised scale
             (the reference uses 0.01 for the toy data and PhysioNet).
         encoder_max_step: longest Euler step of the ODE-RNN's hidden-state evolution between
@@ -88,7 +89,7 @@ class ModelConfig:
     encoder_hidden: int = 20
     encoder_units: int = 100
     dynamics_units: int = 100
-    dynamics_layers: int = 1
+    dynamics_layers: int = 2
     obs_std: float = 0.01
     encoder_max_step: float = 0.02
     solver: SolverConfig = field(default_factory=SolverConfig)
