@@ -140,6 +140,9 @@ class TrainConfig:
         seed: seeds parameter initialisation, batching and sampling; the same seed gives the
             same run.
         progress: show a progress bar (only when stderr is a terminal).
+        calibrate_noise: after training, set the forecaster's predictive noise per channel from
+            the validation residuals, so that predictive intervals are calibrated (the fixed
+            ``obs_std`` of the training objective is far narrower than the real error).
     """
 
     batch_size: int = 50
@@ -165,6 +168,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     progress: bool = True
+    calibrate_noise: bool = True
 
     def __post_init__(self) -> None:
         _check_literals(self)

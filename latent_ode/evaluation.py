@@ -94,7 +94,6 @@ def evaluate(
         raise DataError("`test` must contain at least one series; got none.")
     model = forecaster.model
     model.eval()
-    obs_std = model.config.obs_std
     obs = to_model_batch(forecaster, test)
     gen = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
@@ -128,10 +127,11 @@ def evaluate(
                 add("locf_extrap_mse", *_sq_err(last_observation(context, target), target, heldout))
                 add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
             # Mixture predictive density of the held-out values.
-            comp = torch.distributions.Normal(samples, obs_std).log_prob(target.values[None])
+            noise = forecaster.noise_std_tensor(samples)
+            comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
             logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
             add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))
-            q = mixture_quantiles(samples, obs_std, (0.05, 0.95))  # (2, B, T, D)
+            q = mixture_quantiles(samples, noise, (0.05, 0.95))  # (2, B, T, D)
             inside = (target.values >= q[0]) & (target.values <= q[1])
             add(f"{task}_coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
             add("coverage_90", float(inside[heldout].sum()), int(heldout.sum()))

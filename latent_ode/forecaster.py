@@ -46,21 +46,22 @@ class Forecast:
     stats: SolverStats
 
 
-def mixture_quantiles(means: Tensor, std: float, levels: Sequence[float]) -> Tensor:
+def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float]) -> Tensor:
     """Quantiles of the equal-weight mixture of N(means[s], std²) over the first dimension.
 
     Solved by bisection on the mixture CDF, so quantiles are exact to float precision and
     ordered across levels.
 
     Args:
-        means: (S, ...) component means.
-        std: common component standard deviation.
+        means: (S, ..., D) component means.
+        std: component standard deviation, a number or (D,) per channel.
         levels: K levels in (0, 1).
 
     Returns:
         (K, ...) quantiles.
     """
     normal = torch.distributions.Normal(0.0, 1.0)
+    std = torch.as_tensor(std, dtype=means.dtype, device=means.device)
     lo = means.min(dim=0).values - 8 * std
     hi = means.max(dim=0).values + 8 * std
     target = torch.tensor(list(levels), dtype=means.dtype, device=means.device)
@@ -85,10 +86,14 @@ class Forecaster:
         channels: D channel names, in the model's order.
         time_unit: the unit of times the user speaks (e.g. ``hours``).
         metadata: free-form JSON-able facts (training metrics, data lineage).
+        noise_std: (D,) predictive observation-noise standard deviation per channel on the
+            normalised scale; ``None`` uses the model's ``obs_std``. :func:`latent_ode.fit`
+            calibrates it on the validation split so that intervals are honest.
     """
 
     def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
-                 time_unit: str, metadata: dict[str, Any] | None = None) -> None:
+                 time_unit: str, metadata: dict[str, Any] | None = None,
+                 noise_std: Sequence[float] | np.ndarray | None = None) -> None:
         d = model.config.input_dim
         if len(channels) != d or normaliser.num_channels != d:
             raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
@@ -101,6 +106,14 @@ class Forecaster:
         self.channels = list(channels)
         self.time_unit = time_unit
         self.metadata: dict[str, Any] = dict(metadata or {})
+        noise = np.full(d, model.config.obs_std) if noise_std is None else np.asarray(noise_std, float)
+        if noise.shape != (d,) or not (np.isfinite(noise).all() and (noise > 0).all()):
+            raise ConfigError(f"`noise_std` must be {d} positive numbers; got {noise.tolist()}.")
+        self.noise_std = noise
+
+    def noise_std_tensor(self, like: Tensor) -> Tensor:
+        """(D,) predictive noise std on ``like``'s device and dtype."""
+        return torch.as_tensor(self.noise_std, dtype=like.dtype, device=like.device)
 
     @classmethod
     def create(cls, model_config: ModelConfig, normaliser: Normaliser, *, channels: Sequence[str],
@@ -137,6 +150,7 @@ class Forecaster:
             "channels": self.channels,
             "time_unit": self.time_unit,
             "metadata": self.metadata,
+            "noise_std": self.noise_std.tolist(),
         }
         return save_model_files(directory, self.model, config)
 
@@ -148,7 +162,7 @@ class Forecaster:
             CheckpointError: missing files, unknown keys, or weights that do not match.
         """
         data = read_config(directory)
-        expected = {"model", "normaliser", "channels", "time_unit", "metadata"}
+        expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
         if set(data) != expected:
             raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
                                   f"{sorted(expected)}; got {sorted(data)}.")
@@ -160,8 +174,12 @@ class Forecaster:
         model = LatentODE(model_config)
         load_weights(directory, model)
         model.eval()
-        return cls(model, normaliser, channels=data["channels"], time_unit=data["time_unit"],
-                   metadata=data["metadata"]).to(device)
+        try:
+            fc = cls(model, normaliser, channels=data["channels"], time_unit=data["time_unit"],
+                     metadata=data["metadata"], noise_std=data["noise_std"])
+        except (ConfigError, ShapeError) as exc:
+            raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
+        return fc.to(device)
 
     # ------------------------------------------------------------------------------ prediction
     def sample_normalised(self, context: Observations, query_times: Tensor, *, num_samples: int,
@@ -272,10 +290,10 @@ class Forecaster:
         with torch.inference_mode():
             samples, stats = self.sample_normalised(context, qt, num_samples=num_samples,
                                                     seed=seed, solver=solver)
-            obs_std = self.model.config.obs_std
+            noise = self.noise_std_tensor(samples)
             mean = samples.mean(dim=0)  # (B, Q, D)
-            std = torch.sqrt(samples.var(dim=0, unbiased=False) + obs_std**2)
-            qs = mixture_quantiles(samples, obs_std, levels) if levels else None  # (K, B, Q, D)
+            std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
+            qs = mixture_quantiles(samples, noise, levels) if levels else None  # (K, B, Q, D)
         mean_np = mean.double().cpu().numpy()
         std_np = std.double().cpu().numpy()
         qs_np = qs.double().cpu().numpy() if qs is not None else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from latent_ode.config import TrainConfig, config_to_dict
@@ -306,6 +307,10 @@ def fit(
     snapshot()
     model.load_state_dict(best_weights)
     model.eval()
+    if config.calibrate_noise:
+        forecaster.noise_std = calibrate_noise(forecaster, val_obs, config)
+        logger.info("calibrated predictive noise std per channel: %s",
+                    [round(float(x), 5) for x in forecaster.noise_std])
     result = TrainResult(best_metric=state["best_metric"], best_step=state["best_step"],
                          steps=state["step"], epochs=state["epoch"], stopped=stopped,
                          elapsed_s=state["elapsed_s"], history=list(state["history"]))
@@ -320,6 +325,44 @@ def fit(
                 stopped, result.steps, result.elapsed_s, config.val_metric, result.best_metric,
                 result.best_step)
     return result
+
+
+@torch.no_grad()
+def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConfig,
+                    *, num_samples: int = 8) -> np.ndarray:
+    """Per-channel predictive noise std from validation residuals (normalised scale).
+
+    For the held-out targets of both tasks, the predictive variance should match the mean squared
+    residual of the predictive mean: noise² = mean(residual²) - mean(latent variance), floored at
+    the model's ``obs_std``. Channels never observed in the targets keep ``obs_std``.
+    """
+    gen = torch.Generator().manual_seed(config.seed + 104729)
+    d = val.num_channels
+    sq = torch.zeros(d, dtype=torch.float64)
+    var = torch.zeros(d, dtype=torch.float64)
+    count = torch.zeros(d, dtype=torch.float64)
+    for task in ("interpolation", "extrapolation"):
+        for start in range(0, val.batch_size, config.batch_size):
+            idx = torch.arange(start, min(start + config.batch_size, val.batch_size),
+                               device=val.times.device)
+            batch = _slice(val, idx)
+            if task == "extrapolation":
+                context, target = extrapolation_task(batch, config.extrap_split)
+            else:
+                context, target = interpolation_task(batch, config.interp_fraction, generator=gen)
+            samples, _ = forecaster.sample_normalised(context, target.times,
+                                                      num_samples=num_samples, seed=config.seed)
+            m = target.mask
+            resid = ((samples.mean(0) - target.values) ** 2) * m
+            spread = samples.var(0, unbiased=False) * m
+            sq += resid.sum((0, 1)).double().cpu()
+            var += spread.sum((0, 1)).double().cpu()
+            count += m.sum((0, 1)).double().cpu()
+    floor = forecaster.model.config.obs_std
+    noise_var = (sq - var) / count.clamp_min(1.0)
+    noise = torch.sqrt(noise_var.clamp_min(floor**2))
+    noise = torch.where(count > 0, noise, torch.full_like(noise, floor))
+    return noise.numpy()
 
 
 def _after_validation(model: LatentODE, val_obs: Observations, config: TrainConfig,
