@@ -10,7 +10,7 @@ Commands (``latent-ode COMMAND --help`` for each)::
     latent-ode register --config CFG --train-run RUN [--evaluate-run RUN] [--force]
     latent-ode pipeline run --config CFG [--resume] [--force]
     latent-ode serve [--host HOST] [--port PORT]
-    latent-ode quickstart
+    latent-ode quickstart [--config CFG] [--workdir DIR] [--host HOST] [--port PORT] [--no-serve]
 
 Errors a user can fix (bad data, bad config, an unknown run) print one line ``error: ...`` and
 exit with code 2; anything else is a bug and shows its traceback.
@@ -183,7 +183,10 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
-    raise SystemExit("latent-ode quickstart: not yet implemented.")
+    from pipelines.quickstart import QuickstartOptions, run_quickstart
+
+    run_quickstart(QuickstartOptions(workdir=args.workdir, config=args.config, host=args.host,
+                                     port=args.port, serve=args.serve, device=args.device))
 
 
 # ---------------------------------------------------------------------------------- parser
@@ -302,8 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="default 8000")
     srv.set_defaults(func=_cmd_serve)
 
-    qs = sub.add_parser("quickstart", help="(not yet implemented)",
-                        description="Not yet implemented.")
+    qs = sub.add_parser("quickstart", help="demo: generate data, train, register, serve",
+                        description="In the working directory: generate the periodic demo data, "
+                                    "run the pipeline into ./mlflow.db (or $MLFLOW_TRACKING_URI), "
+                                    "print an example curl request and the mlflow ui command, then "
+                                    "serve the champion until Ctrl-C. See docs/quickstart.md.")
+    qs.add_argument("--config", type=Path, default=None, metavar="CONFIG",
+                    help="pipeline config TOML; default: the shipped pipelines/configs/periodic.toml")
+    qs.add_argument("--workdir", type=Path, default=Path("."), metavar="DIR",
+                    help="where the data, mlflow.db, mlruns/ and the model cache go; default: "
+                         "the current directory")
+    qs.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    qs.add_argument("--port", type=int, default=8000, help="default 8000")
+    qs.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
+                    help="serve the champion after training (--no-serve: train only)")
+    _add_device(qs)
     qs.set_defaults(func=_cmd_quickstart)
     return parser
 
