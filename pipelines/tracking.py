@@ -200,19 +200,14 @@ def list_artifacts(run_id: str, path: str) -> list[str]:
     return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
 
-def find_runs(filter_string: str, *, experiment: str | None = None) -> list[Run]:
-    """Runs of the current (or named) experiment matching ``filter_string``, newest first."""
+def find_runs(filter_string: str, *, experiment: str) -> list[Run]:
+    """Runs of experiment ``experiment`` matching ``filter_string``, newest first."""
     client = MlflowClient()
-    if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return []
-        ids = [exp.experiment_id]
-    else:
-        from mlflow.tracking.fluent import _get_experiment_id
-
-        ids = [_get_experiment_id()]
-    return client.search_runs(ids, filter_string=filter_string, order_by=["attributes.start_time DESC"])
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string=filter_string,
+                              order_by=["attributes.start_time DESC"])
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tests.pipelines.test_config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EPOCHS = 12
+EPOCHS = 6
 STEPS = EPOCHS * 3  # 24 training series, batch 8
 
 
