@@ -29,11 +29,6 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture) 
     assert capsys.readouterr().out.startswith(f"usage: latent-ode {' '.join(argv)}".rstrip())
 
 
-def test_quickstart_is_a_placeholder() -> None:
-    with pytest.raises(SystemExit, match="not yet implemented"):
-        main(["quickstart"])
-
-
 def test_serve_calls_the_service_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = types.ModuleType("service.server")
