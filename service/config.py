@@ -47,10 +47,14 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
 
     # Request limits.
-    max_points_per_series: int = Field(10_000, ge=1)
-    max_series_per_request: int = Field(256, ge=1)
-    max_query_times_per_series: int = Field(10_000, ge=1)
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_points_per_series: int = Field(10_000, ge=1, description="Most observation times per series.")
+    max_series_per_request: int = Field(256, ge=1, description="Most series per request.")
+    max_query_times_per_series: int = Field(
+        10_000, ge=1, description="Most query times per series."
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
     max_horizon_span_multiple: float = Field(
         10.0,
         ge=0,
@@ -67,7 +71,9 @@ class Settings(BaseSettings):
     )
 
     # Micro-batching.
-    batching_enabled: bool = True
+    batching_enabled: bool = Field(
+        True, description="Micro-batch concurrent requests into one predict call."
+    )
     batch_max_series: int = Field(64, ge=1, description="Most series in one predict call.")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long the first request of a batch waits for company."
@@ -86,11 +92,13 @@ class Settings(BaseSettings):
     )
 
     # Solver and sampling.
-    solver_rtol: float = Field(1e-3, gt=0)
-    solver_atol: float = Field(1e-4, gt=0)
+    solver_rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the ODE solver.")
+    solver_atol: float = Field(1e-4, gt=0, description="Absolute tolerance of the ODE solver.")
     solver_max_steps: int = Field(2_000, ge=1, description="Step budget per series and request.")
-    default_num_samples: int = Field(32, ge=1)
-    max_num_samples: int = Field(256, ge=1)
+    default_num_samples: int = Field(
+        32, ge=1, description="Latent samples when a request names none."
+    )
+    max_num_samples: int = Field(256, ge=1, description="Most samples a request may ask for.")
     seed: int = Field(0, ge=0, description="Seed of the latent samples when a request gives none.")
 
     @field_validator("device")
