@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -182,13 +181,13 @@ def log_split_inputs(frames: dict[str, Any], source: Any, *, name: str) -> None:
         mlflow.log_input(dataset, context=split)
 
 
-def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
-    """Download a run's artifact (file or folder) and return its local path.
+def download_artifacts(run_id: str, artifact_path: str, dst: str | Path) -> Path:
+    """Download a run's artifact (file or folder) into folder ``dst``; return its local path.
 
     Raises:
         MlflowException: the run or the artifact does not exist.
     """
-    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="latent-ode-"))
+    dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
