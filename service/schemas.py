@@ -219,9 +219,9 @@ class ReloadRequest(BaseModel):
 
     version: str | None = Field(
         None,
-        min_length=1,
-        max_length=64,
+        pattern=r"^[0-9]{1,18}$",
         description="A version number to load; default: the configured alias (e.g. champion).",
+        examples=["3"],
     )
 
 

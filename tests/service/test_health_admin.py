@@ -131,3 +131,12 @@ def test_reload_swaps_in_the_new_champion_and_a_given_version(
         text = client.get("/metrics").text
     assert 'latent_ode_model_reloads_total{outcome="ok"} 2.0' in text
     assert 'latent_ode_model_reloads_total{outcome="failed"} 1.0' in text
+
+
+def test_reload_version_must_be_a_number(client: TestClient) -> None:
+    response = client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN_KEY},
+                           json={"version": "abc"})
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "`version`: String should match pattern '^[0-9]{1,18}$'; got 'abc'."
+    }
