@@ -139,6 +139,7 @@ class Job:
 
 
 def _where(index: int, series_id: str | None) -> str:
+    """``series[3]`` or ``series[3] ('bed-7')``: how messages name a series of the request."""
     return f"series[{index}]" + (f" ({series_id!r})" if series_id else "")
 
 
@@ -160,35 +161,38 @@ def resolve_sampling(num_samples: int | None, seed: int | None, limits: Limits) 
 def _to_float_times(
     raw: Sequence[float | str], *, field: str, time_unit: str
 ) -> np.ndarray:
-    """Numbers pass through; ISO-8601 strings become float ``time_unit`` since the Unix epoch."""
+    """Numbers pass through; ISO-8601 strings become float ``time_unit`` since the Unix epoch.
+
+    ``field`` names the list in messages, e.g. ``series[0]: `times```.
+    """
     kinds = {isinstance(t, str) for t in raw}
     if kinds == {True, False}:
         i = next(k for k, t in enumerate(raw) if isinstance(t, str) != isinstance(raw[0], str))
         raise InputError(
-            f"`{field}` mixes numbers and ISO-8601 strings (index 0 is {raw[0]!r}, index {i} is "
+            f"{field} mixes numbers and ISO-8601 strings (index 0 is {raw[0]!r}, index {i} is "
             f"{raw[i]!r}); use one kind for all times of a series."
         )
     if kinds != {True}:
         return np.asarray(raw, dtype=np.float64)
     if time_unit not in TIME_UNITS:
         raise InputError(
-            f"`{field}` holds ISO-8601 strings but this model's time unit {time_unit!r} is not a "
+            f"{field} holds ISO-8601 strings but this model's time unit {time_unit!r} is not a "
             f"calendar unit ({', '.join(TIME_UNITS)}); send numbers in {time_unit}."
         )
     try:
         return datetimes_to_float(list(raw), time_unit)
     except DataError as exc:
-        raise InputError(f"`{field}`: {exc}") from exc
+        raise InputError(f"{field}: {exc}") from exc
 
 
 def _check_count(
     n: int, limit: int, *, field: str, what: tuple[str, str], setting: str, fix: str
 ) -> None:
-    """``what`` is the (singular, plural) noun of the counted things."""
+    """``field`` names the list in messages; ``what`` is the (singular, plural) counted noun."""
     if n == 0:
-        raise InputError(f"`{field}` is empty; send at least one {what[0]}.")
+        raise InputError(f"{field} is empty; send at least one {what[0]}.")
     if n > limit:
-        raise InputError(f"`{field}` has {n} {what[1]}; the limit is {limit} ({setting}); {fix}.")
+        raise InputError(f"{field} has {n} {what[1]}; the limit is {limit} ({setting}); {fix}.")
 
 
 def prepare_series(
@@ -217,7 +221,7 @@ def prepare_series(
         InputError: with the series index, the field, the value received and how to fix it.
     """
     _check_count(
-        len(inputs), limits.max_series_per_request, field="series", what=("series", "series"),
+        len(inputs), limits.max_series_per_request, field="`series`", what=("series", "series"),
         setting="LATENT_ODE_MAX_SERIES_PER_REQUEST", fix="split the request",
     )
     position = {name: j for j, name in enumerate(channels)}
@@ -225,20 +229,20 @@ def prepare_series(
     for i, item in enumerate(inputs):
         where = _where(i, item.id)
         _check_count(
-            len(item.times), limits.max_points_per_series, field=f"{where}.times",
+            len(item.times), limits.max_points_per_series, field=f"{where}: `times`",
             what=("observation", "observations"), setting="LATENT_ODE_MAX_POINTS_PER_SERIES",
             fix="send fewer, or split the series",
         )
         _check_count(
             len(item.query_times), limits.max_query_times_per_series,
-            field=f"{where}.query_times", what=("query time", "query times"),
+            field=f"{where}: `query_times`", what=("query time", "query times"),
             setting="LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES", fix="split the queries over requests",
         )
         columns = _columns(item, where, channels, position)
         values = _values(item, where, columns, len(channels))
-        times = _to_float_times(item.times, field=f"{where}.times", time_unit=time_unit)
+        times = _to_float_times(item.times, field=f"{where}: `times`", time_unit=time_unit)
         queries = _to_float_times(
-            item.query_times, field=f"{where}.query_times", time_unit=time_unit
+            item.query_times, field=f"{where}: `query_times`", time_unit=time_unit
         )
         try:
             # No id here: the library would name the series again in its message.
@@ -259,7 +263,7 @@ def _columns(
         return list(range(len(channels)))
     if len(item.channels) == 0:
         raise InputError(
-            f"`{where}.channels` is empty; name the columns of `values`, or leave `channels` out "
+            f"{where}: `channels` is empty; name the columns of `values`, or leave `channels` out "
             f"to use the model's channels {list(channels)}."
         )
     columns = []
@@ -267,12 +271,12 @@ def _columns(
     for k, name in enumerate(item.channels):
         if name not in position:
             raise InputError(
-                f"`{where}.channels[{k}]` is {name!r}, which is not a channel of this model; "
+                f"{where}: `channels[{k}]` is {name!r}, which is not a channel of this model; "
                 f"the model's channels are {list(channels)}."
             )
         if name in seen:
             raise InputError(
-                f"`{where}.channels[{k}]` repeats {name!r}; name each channel once."
+                f"{where}: `channels[{k}]` repeats {name!r}; name each channel once."
             )
         seen.add(name)
         columns.append(position[name])
@@ -283,7 +287,7 @@ def _values(item: SeriesInput, where: str, columns: list[int], d: int) -> np.nda
     """(T, D) float64 with NaN where not observed, columns in the model's order."""
     if len(item.values) != len(item.times):
         raise InputError(
-            f"`{where}.values` has {len(item.values)} rows but `times` has {len(item.times)}; "
+            f"{where}: `values` has {len(item.values)} rows but `times` has {len(item.times)}; "
             "send one row per observation time."
         )
     width = len(columns)
@@ -291,7 +295,7 @@ def _values(item: SeriesInput, where: str, columns: list[int], d: int) -> np.nda
     for r, row in enumerate(item.values):
         if len(row) != width:
             raise InputError(
-                f"`{where}.values[{r}]` has {len(row)} columns; expected {width}, one per entry "
+                f"{where}: `values[{r}]` has {len(row)} columns; expected {width}, one per entry "
                 f"of {named} (see GET /v1/model), with null where not observed."
             )
     raw = np.array(
@@ -312,7 +316,7 @@ def _check_horizon(series: Series, queries: np.ndarray, where: str, limits: Limi
         q = float(queries[k])
         side = "after the last" if q > last else "before the first"
         raise InputError(
-            f"`{where}.query_times[{k}]` is {q:g}, {abs(q - (last if q > last else first)):g} "
+            f"{where}: `query_times[{k}]` is {q:g}, {abs(q - (last if q > last else first)):g} "
             f"{side} observation; queries may lie at most {allowed:g} outside the observed window "
             f"[{first:g}, {last:g}] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = "
             f"{limits.max_horizon_span_multiple:g} x span {span:g}, or LATENT_ODE_MAX_HORIZON_ABS"
@@ -334,7 +338,7 @@ def _check_encoder_work(
     steps = int(np.ceil(gaps[gaps > 0] / max_step).sum()) + len(series.times)
     if steps > limits.max_encoder_steps:
         raise InputError(
-            f"`{where}.times` spans {float(series.times[-1] - t0):g} time units, which the "
+            f"{where}: `times` spans {float(series.times[-1] - t0):g} time units, which the "
             f"encoder would need {steps} steps to read; the limit is {limits.max_encoder_steps} "
             "(LATENT_ODE_MAX_ENCODER_STEPS). The model was trained on spans of about "
             f"{time_scale:g}; send a shorter window of observations."

@@ -51,36 +51,36 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         "index 2. Sort the observations and merge duplicate times.",
     ),
     "wrong number of channels": (
-        {"series": [S(values=[[70, 37], [71], [None, 37.2]])]},
-        "`series[0].values[1]` has 1 columns; expected 2, one per entry of the model's channels "
+        {"series": [S(values=[[70, 37], [71], [None, 37.2]], id="bed-7")]},
+        "series[0] ('bed-7'): `values[1]` has 1 columns; expected 2, one per entry of the model's channels "
         "(see GET /v1/model), with null where not observed.",
     ),
     "rows do not follow times": (
         {"series": [S(values=[[70, 37], [71, 1]])]},
-        "`series[0].values` has 2 rows but `times` has 3; send one row per observation time.",
+        "series[0]: `values` has 2 rows but `times` has 3; send one row per observation time.",
     ),
     "unknown channel": (
         {"series": [S(channels=["hr", "spo2"])]},
-        "`series[0].channels[1]` is 'spo2', which is not a channel of this model; the model's "
+        "series[0]: `channels[1]` is 'spo2', which is not a channel of this model; the model's "
         "channels are ['hr', 'temp'].",
     ),
     "repeated channel": (
         {"series": [S(channels=["hr", "hr"])]},
-        "`series[0].channels[1]` repeats 'hr'; name each channel once.",
+        "series[0]: `channels[1]` repeats 'hr'; name each channel once.",
     ),
     "empty channels": (
         {"series": [S(channels=[])]},
-        "`series[0].channels` is empty; name the columns of `values`, or leave `channels` out to "
+        "series[0]: `channels` is empty; name the columns of `values`, or leave `channels` out to "
         "use the model's channels ['hr', 'temp'].",
     ),
     "no series": ({"series": []}, "`series` is empty; send at least one series."),
     "empty series": (
         {"series": [OK, S(times=[], values=[])]},
-        "`series[1].times` is empty; send at least one observation.",
+        "series[1]: `times` is empty; send at least one observation.",
     ),
     "no query times": (
         {"series": [S(query_times=[])]},
-        "`series[0].query_times` is empty; send at least one query time.",
+        "series[0]: `query_times` is empty; send at least one query time.",
     ),
     "all-missing row": (
         {"series": [S(values=[[70, 37], [None, None], [None, 37.2]])]},
@@ -89,7 +89,7 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "too many points": (
         {"series": [S(times=[0, 1, 2, 3, 4, 5], values=[[1, 1]] * 6)]},
-        "`series[0].times` has 6 observations; the limit is 5 (LATENT_ODE_MAX_POINTS_PER_SERIES); "
+        "series[0]: `times` has 6 observations; the limit is 5 (LATENT_ODE_MAX_POINTS_PER_SERIES); "
         "send fewer, or split the series.",
     ),
     "too many series": (
@@ -99,35 +99,35 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "too many query times": (
         {"series": [S(query_times=[1, 2, 3, 4])]},
-        "`series[0].query_times` has 4 query times; the limit is 3 "
+        "series[0]: `query_times` has 4 query times; the limit is 3 "
         "(LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES); split the queries over requests.",
     ),
     "query absurdly far ahead": (
         {"series": [S(query_times=[1, 100])]},
-        "`series[0].query_times[1]` is 100, 98 after the last observation; queries may lie at "
+        "series[0]: `query_times[1]` is 100, 98 after the last observation; queries may lie at "
         "most 20 outside the observed window [0, 2] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = 10 x "
         "span 2, or LATENT_ODE_MAX_HORIZON_ABS = 0); ask for nearer times.",
     ),
     "query absurdly far back": (
         {"series": [S(query_times=[-50])]},
-        "`series[0].query_times[0]` is -50, 50 before the first observation; queries may lie at "
+        "series[0]: `query_times[0]` is -50, 50 before the first observation; queries may lie at "
         "most 20 outside the observed window [0, 2] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = 10 x "
         "span 2, or LATENT_ODE_MAX_HORIZON_ABS = 0); ask for nearer times.",
     ),
     "observation gap too long for the encoder": (
         {"series": [S(times=[0, 1, 1e6], query_times=[1])]},
-        "`series[0].times` spans 1e+06 time units, which the encoder would need 5027657 steps to "
+        "series[0]: `times` spans 1e+06 time units, which the encoder would need 5027657 steps to "
         "read; the limit is 10000 (LATENT_ODE_MAX_ENCODER_STEPS). The model was trained on spans "
         "of about 9.945; send a shorter window of observations.",
     ),
     "not an ISO-8601 time": (
         {"series": [S(times=["2024-05-01T00:00:00Z", "yesterday", "2024-05-03"])]},
-        "`series[0].times`: time at index 1 must be an ISO-8601 datetime such as "
+        "series[0]: `times`: time at index 1 must be an ISO-8601 datetime such as "
         "'2024-05-01T13:45:00Z'; got 'yesterday'.",
     ),
     "numbers mixed with ISO-8601": (
         {"series": [S(times=["2024-05-01T00:00:00Z", 1, 2])]},
-        "`series[0].times` mixes numbers and ISO-8601 strings (index 0 is '2024-05-01T00:00:00Z', "
+        "series[0]: `times` mixes numbers and ISO-8601 strings (index 0 is '2024-05-01T00:00:00Z', "
         "index 1 is 1.0); use one kind for all times of a series.",
     ),
     "boolean value": (

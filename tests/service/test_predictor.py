@@ -39,7 +39,7 @@ def _item(**changes: Any) -> SeriesInput:
 
 def test_iso_times_need_a_calendar_time_unit() -> None:
     item = _item(times=["2024-05-01T00:00:00Z", "2024-05-01T01:00:00Z", "2024-05-01T02:00:00Z"])
-    with pytest.raises(InputError, match=r"^`series\[0\]\.times` holds ISO-8601 strings but this "
+    with pytest.raises(InputError, match=r"^series\[0\]: `times` holds ISO-8601 strings but this "
                        r"model's time unit 'steps' is not a calendar unit \(seconds, minutes, "
                        r"hours, days\); send numbers in steps\.$"):
         _prepare([item], time_unit="steps")
