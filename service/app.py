@@ -19,7 +19,7 @@ import anyio
 from fastapi import FastAPI
 
 from latent_ode import SolverConfig
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, RunJobs
 from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
@@ -58,7 +58,7 @@ def _limits(settings: Settings) -> Limits:
     )
 
 
-def _runner(state_metrics: ServiceMetrics, solver: SolverConfig):  # noqa: ANN202
+def _runner(state_metrics: ServiceMetrics, solver: SolverConfig) -> RunJobs:
     """The blocking batch function the batcher calls: one predict per group, with metrics."""
 
     def run(jobs: Sequence[Job]) -> list[list[SeriesForecast] | Exception]:
