@@ -200,12 +200,11 @@ def example_request(
     """
     from latent_ode.errors import DataError
 
-    observed = ~np.isnan(series.values).all(axis=1)
-    times, values = series.times[observed], series.values[observed]
+    times, values = series.times, series.values  # a Series has no all-missing rows
     if len(times) < 2:
         raise DataError(
-            f"series {series.id!r} has {len(times)} observed time(s); an example request needs at "
-            "least two. Pick another series."
+            f"series {series.id!r} has {len(times)} observation time(s); an example request needs "
+            "at least two. Pick another series."
         )
     middle = times[0] + 0.5 * (times[-1] - times[0])
     n_obs = max(2, int(np.searchsorted(times, middle, side="right")))
