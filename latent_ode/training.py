@@ -92,13 +92,40 @@ def _lr(config: TrainConfig, step: int) -> float:
 
 
 def _batch_loss(model: LatentODE, batch: Observations, config: TrainConfig, task: str,
-                kl_weight: float, generator: torch.Generator, num_samples: int):
+                kl_weight: float, generator: torch.Generator, num_samples: int,
+                noise: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)):
+    """The objective on one batch. ``generator`` draws the task (the same on every process);
+    ``noise`` draws the latent samples; ``shard = (rank, world)`` keeps this process's share."""
     if task == "extrapolation":
         context, target = extrapolation_task(batch, config.extrap_split)
     else:
         context, target = interpolation_task(batch, config.interp_fraction, generator=generator)
+    rank, world = shard
+    if world > 1:
+        idx = torch.arange(rank, batch.batch_size, world, device=batch.times.device)
+        context, target = context.index(idx), target.index(idx)
     return model.loss(context, target, num_samples=num_samples, kl_weight=kl_weight,
-                      generator=generator)
+                      generator=generator if noise is None else noise)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _noise_generator(config: TrainConfig, step: int, rank: int) -> torch.Generator:
+    # Re-seeded every step from (seed, step, rank): resuming needs no per-process state.
+    return torch.Generator().manual_seed((config.seed * 1_000_003 + step) * 1009 + rank)
+
+
+def _average_gradients(model: LatentODE, world: int) -> None:
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+        p.grad /= world
 
 
 def _slice(obs: Observations, idx: torch.Tensor) -> Observations:
@@ -130,9 +157,10 @@ def _validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[
 
 
 @contextmanager
-def _progress(config: TrainConfig, total: int) -> Iterator[Callable[[int, dict[str, float]], None]]:
-    """A tqdm bar on a terminal; periodic log lines otherwise."""
-    if config.progress and sys.stderr.isatty():
+def _progress(config: TrainConfig, total: int, *, enabled: bool = True
+              ) -> Iterator[Callable[[int, dict[str, float]], None]]:
+    """A tqdm bar on a terminal (validation results go to the log either way)."""
+    if enabled and config.progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="step", dynamic_ncols=True)
@@ -183,6 +211,12 @@ def fit(
         resume: continue from ``checkpoint_dir/last.pt`` if it exists; the run then ends where
             an uninterrupted run with the same seed ends.
 
+    Distributed data parallel: when a ``torch.distributed`` process group is initialised (e.g.
+    under ``torchrun``), every process takes an equal share of each batch, gradients are averaged
+    across processes after each backward pass, and only rank 0 calls the callbacks and writes
+    checkpoints. Every process validates on the whole validation split, so all of them take the
+    same early-stopping decision.
+
     Returns:
         TrainResult; the forecaster holds the best weights and ``metadata["training"]``.
 
@@ -194,6 +228,14 @@ def fit(
         raise DataError(f"`train` and `val` must not be empty; got {len(train)} and {len(val)} "
                         "series.")
     model = forecaster.model
+    rank, world = _distributed()
+    if world > 1:
+        if config.batch_size < world:
+            raise DataError(f"`batch_size` ({config.batch_size}) must be at least the number of "
+                            f"processes ({world}) for distributed training.")
+        for p in model.parameters():  # every process starts from rank 0's weights
+            torch.distributed.broadcast(p.data, src=0)
+        logger.info("distributed training: rank %d of %d", rank, world)
     train_obs = to_model_batch(forecaster, train)
     val_obs = to_model_batch(forecaster, val)
     device = forecaster.device
@@ -224,7 +266,7 @@ def fit(
         logger.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
 
     def snapshot() -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or rank != 0:
             return
         _save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -233,6 +275,8 @@ def fit(
         })
 
     def emit(event: TrainEvent) -> None:
+        if rank != 0:
+            return
         for cb in callbacks:
             cb(event)
 
@@ -243,7 +287,7 @@ def fit(
     stopped = "max_epochs"
     model.train()
     running: dict[str, float] = {}
-    with _progress(config, total) as advance:
+    with _progress(config, total, enabled=rank == 0) as advance:
         advance(state["step"], {})
         while state["epoch"] < config.max_epochs:
             while state["batch_in_epoch"] < steps_per_epoch:
@@ -266,9 +310,12 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 klw = _kl_weight(config, step)
-                res = _batch_loss(model, batch, config, task, klw, gen, config.num_samples)
+                res = _batch_loss(model, batch, config, task, klw, gen, config.num_samples,
+                                  noise=_noise_generator(config, step, rank), shard=(rank, world))
                 optimizer.zero_grad(set_to_none=True)
                 res.loss.backward()
+                if world > 1:
+                    _average_gradients(model, world)
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()

@@ -1,0 +1,36 @@
+"""Worker for the distributed-training test: ``python ddp_worker.py RANK WORLD PORT OUT``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from latent_ode import Forecaster, ModelConfig, Normaliser, TrainConfig, datasets, fit
+
+
+def main() -> None:
+    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world)
+    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
+    norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
+    cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
+                      dynamics_units=16, encoder_max_step=0.1)
+    fc = Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=rank)  # rank 0 wins
+    events = []
+    res = fit(fc, data[:40], data[40:50], TrainConfig(batch_size=10, max_epochs=2, progress=False,
+                                                     seed=0, log_every=2),
+              callbacks=[events.append], checkpoint_dir=out / f"ckpt{world}", )
+    torch.save({"weights": fc.model.state_dict(), "events": torch.tensor(len(events)),
+                "best": torch.tensor(res.best_metric)}, out / f"rank{rank}-of-{world}.pt")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
