@@ -64,8 +64,9 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_state(request: Request) -> ServiceState:
-    """The service state of the app handling this request."""
+async def get_state(request: Request) -> ServiceState:
+    """The service state of the app handling this request (async: a sync dependency would be
+    run in a thread pool on every request)."""
     return request.app.state.service
 
 
