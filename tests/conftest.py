@@ -82,6 +82,14 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
             proc.wait(timeout=timeout)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the models under test are small, and on a 2-core CI machine extra
+    threads only contend with the subprocesses (MLflow server, uvicorn) the suite starts."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real MLflow tracking server for the whole session, stopped at the end."""
