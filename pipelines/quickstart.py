@@ -50,6 +50,7 @@ __all__ = [
     "mlflow_ui_command",
     "predict_curl",
     "run_quickstart",
+    "serve_command",
 ]
 
 logger = logging.getLogger(__name__)
@@ -263,6 +264,14 @@ def mlflow_ui_command(tracking_uri: str, workdir: Path) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
 
 
+def serve_command(model_uri: str, *, host: str, port: int | str) -> str:
+    """The ``latent-ode serve`` line that serves ``model_uri`` later from the working directory."""
+    cmd = f"LATENT_ODE_MODEL_CACHE_DIR={MODEL_CACHE_DIR} latent-ode serve --host {host} --port {port}"
+    if model_uri != "models:/latent-ode@champion":
+        cmd = f"LATENT_ODE_MODEL_URI={shlex.quote(model_uri)} {cmd}"
+    return cmd
+
+
 @contextmanager
 def _working_directory(path: Path) -> Iterator[None]:
     """Work in ``path`` (MLflow's default store and the pipeline's relative paths follow cwd)."""
@@ -319,14 +328,19 @@ def _serve(options: QuickstartOptions, model_uri: str, tracking_uri: str, workdi
         "tracking_uri": tracking_uri,
         "model_cache_dir": workdir / MODEL_CACHE_DIR,
     })
-    check_port_free(options.host, options.port)
+    later = (f" The model is registered: serve it later from {workdir} with "
+             f"`{serve_command(model_uri, host=options.host, port='PORT')}`.")
     try:
-        run(host=options.host, port=options.port, settings=settings)
-    except SystemExit as exc:
-        # uvicorn logs a failed bind and exits 1; say what to do when the port was taken meanwhile.
-        if exc.code not in (0, None):
-            check_port_free(options.host, options.port)
-        raise
+        check_port_free(options.host, options.port)  # taken while training ran?
+        try:
+            run(host=options.host, port=options.port, settings=settings)
+        except SystemExit as exc:
+            # uvicorn logs a failed bind and exits 1; say what to do if the port was taken since.
+            if exc.code not in (0, None):
+                check_port_free(options.host, options.port)
+            raise
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{later}") from None
 
 
 def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> QuickstartResult:
@@ -398,12 +412,9 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
                 f"{example} once {base}/readyz answers, run",
             ]
         else:
-            serve_cmd = f"LATENT_ODE_MODEL_CACHE_DIR={MODEL_CACHE_DIR} latent-ode serve"
-            if model_uri != "models:/latent-ode@champion":
-                serve_cmd = f"LATENT_ODE_MODEL_URI={shlex.quote(model_uri)} {serve_cmd}"
             lines += [
-                f"To serve it (from {workdir}): {serve_cmd} --host {options.host} "
-                f"--port {options.port}",
+                f"To serve it (from {workdir}): "
+                f"{serve_command(model_uri, host=options.host, port=options.port)}",
                 f"{example} once it is ready, run",
             ]
         lines += [f"  {curl}", ""]

@@ -34,6 +34,7 @@ from pipelines.quickstart import (
     example_request,
     mlflow_ui_command,
     predict_curl,
+    serve_command,
 )
 from tests.conftest import free_port, stop_process, wait_for_http
 
@@ -89,7 +90,7 @@ def check_forecast_answer(answer: dict[str, Any], request: dict[str, Any], *, ve
         mean, std = np.asarray(got["mean"]), np.asarray(got["std"])
         assert mean.shape == (q, d) and std.shape == (q, d)
         assert np.isfinite(mean).all() and (std >= 0).all()
-        assert [e["quantile"] for e in got["quantiles"]] == asked.get("quantiles", QUANTILES)
+        assert [e["quantile"] for e in got["quantiles"]] == request.get("quantiles", QUANTILES)
         values = np.stack([np.asarray(e["values"]) for e in got["quantiles"]])
         assert values.shape == (len(got["quantiles"]), q, d)
         assert (np.diff(values, axis=0) >= 0).all(), "quantiles must not decrease"
@@ -159,6 +160,14 @@ def test_mlflow_ui_command_names_the_store(tmp_path: Path) -> None:
     assert mlflow_ui_command("http://mlflow:5000", tmp_path).startswith("open http://mlflow:5000")
 
 
+def test_serve_command_keeps_the_cache_and_names_a_non_default_model() -> None:
+    assert serve_command("models:/latent-ode@champion", host="127.0.0.1", port=8000) == (
+        "LATENT_ODE_MODEL_CACHE_DIR=model-cache latent-ode serve --host 127.0.0.1 --port 8000")
+    assert serve_command("models:/other@champion", host="0.0.0.0", port=9) == (
+        "LATENT_ODE_MODEL_URI=models:/other@champion LATENT_ODE_MODEL_CACHE_DIR=model-cache "
+        "latent-ode serve --host 0.0.0.0 --port 9")
+
+
 def test_a_taken_port_is_reported_with_the_fix() -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -196,6 +205,8 @@ def test_no_serve_trains_registers_and_prints_a_request_the_api_answers(tmp_path
     assert champion_version(db) == "1"
     assert f"cd {shlex.quote(str(work))} && mlflow ui --backend-store-uri sqlite:///mlflow.db" \
         in proc.stdout
+    assert ("LATENT_ODE_MODEL_CACHE_DIR=model-cache latent-ode serve --host 127.0.0.1 --port 8000"
+            in proc.stdout)
 
     url, headers, request = parse_curl(curl_line(proc.stdout))
     assert url == "http://127.0.0.1:8000/v1/predict"
