@@ -72,10 +72,24 @@ def _cmd_data_physionet(args: argparse.Namespace) -> None:
     _say(f"wrote {len(table)} PhysioNet stays ({len(table.channels)} channels) to {path}")
 
 
+def _single_process(command: str) -> None:
+    """Refuse to run ``command`` once per torchrun process (each would log its own runs)."""
+    from latent_ode.errors import ConfigError
+    from pipelines.steps.train import world_size
+
+    if world_size() > 1:
+        raise ConfigError(
+            f"`latent-ode {command}` runs in one process, not under torchrun (WORLD_SIZE="
+            f"{world_size()}); for multi-process training run `torchrun --nproc-per-node N -m "
+            "pipelines.cli train --config CFG --data-run RUN` (rank 0 logs to MLflow)."
+        )
+
+
 def _load(args: argparse.Namespace) -> Any:
     from pipelines import tracking
     from pipelines.config import load_config
 
+    _single_process(args.command)
     cfg = load_config(args.config)
     tracking.set_experiment(cfg.mlflow.experiment)
     return cfg
@@ -107,24 +121,34 @@ def _data_for(args: argparse.Namespace, *, default_run: str | None = None) -> tu
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from latent_ode.errors import ConfigError
-    from pipelines.pipeline import find_resumable_train_run, train_stage
+    from pipelines import tracking
+    from pipelines.config import load_config
+    from pipelines.pipeline import find_resumable_train_run, train_stage, train_worker
+    from pipelines.steps.train import process_group
 
-    cfg = _load(args)
+    cfg = load_config(args.config)
     device = _settings_device(args)
-    run_id = args.run_id
-    if args.resume and run_id is None:
-        found = find_resumable_train_run(cfg)
-        if found is None:
-            raise ConfigError("--resume: no unfinished train run of this config in experiment "
-                              f"{cfg.mlflow.experiment!r}; pass --run-id or drop --resume.")
-        run_id = found.info.run_id
-    elif run_id is not None and not args.resume:
+    if args.run_id is not None and not args.resume:
         raise ConfigError("--run-id only goes with --resume (it names the run to continue).")
-    data, data_run = _data_for(args)
-    st = train_stage(cfg, data, device=device, data_run_id=data_run, run_id=run_id,
-                     checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
+    with process_group(device) as (rank, world):
+        if rank != 0:  # torchrun: only rank 0 talks to MLflow
+            data, _ = _data_for(args)
+            train_worker(cfg, data, device=device)
+            return
+        tracking.set_experiment(cfg.mlflow.experiment)
+        run_id = args.run_id
+        if args.resume and run_id is None:
+            found = find_resumable_train_run(cfg)
+            if found is None:
+                raise ConfigError("--resume: no unfinished train run of this config in experiment "
+                                  f"{cfg.mlflow.experiment!r}; pass --run-id or drop --resume.")
+            run_id = found.info.run_id
+        data, data_run = _data_for(args)
+        st = train_stage(cfg, data, device=device, data_run_id=data_run, run_id=run_id,
+                         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
     lib = st.value.result
-    _say(f"train run {st.run_id}: {lib.steps} steps, stopped by {lib.stopped}; best "
+    procs = f" in {world} processes" if world > 1 else ""
+    _say(f"train run {st.run_id}: {lib.steps} steps{procs}, stopped by {lib.stopped}; best "
          f"{cfg.train_config().val_metric} = {lib.best_metric:.6g} at step {lib.best_step}")
 
 
@@ -166,6 +190,7 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     from pipelines.config import load_config
     from pipelines.pipeline import run_pipeline
 
+    _single_process("pipeline run")
     cfg = load_config(args.config)
     result = run_pipeline(cfg, device=_settings_device(args), resume=args.resume,
                           force=args.force, config_source=str(args.config))

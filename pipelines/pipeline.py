@@ -40,7 +40,7 @@ from pipelines.longformat import to_frame
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.ingest import SPLITS, IngestResult, ingest, load_split, save_split
 from pipelines.steps.register import RegisterResult, register
-from pipelines.steps.train import TrainStepResult, train
+from pipelines.steps.train import TrainStepResult, broadcast_from_rank0, train
 
 __all__ = [
     "PipelineResult",
@@ -54,6 +54,7 @@ __all__ = [
     "register_stage",
     "run_pipeline",
     "train_stage",
+    "train_worker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ def train_stage(
         ckpt = checkpoint_dir or default_checkpoint_dir(rid)
         if resume:
             _restore_checkpoints(rid, ckpt)
+        # Under torchrun the other ranks wait in train_worker for the folder and the resume flag.
+        broadcast_from_rank0((str(ckpt), resume))
         uploader = _CheckpointUploader(ckpt)
         result: TrainStepResult = train(
             cfg, data, device=device,
@@ -224,6 +227,17 @@ def train_stage(
             folder = result.forecaster.save(Path(tmp) / FORECASTER_ARTIFACT)
             mlflow.log_artifacts(str(folder), FORECASTER_ARTIFACT)
         return StageRun(rid, result)
+
+
+def train_worker(cfg: PipelineConfig, data: IngestResult, *, device: str) -> TrainStepResult:
+    """A rank > 0 process of multi-process training: trains along, logs nothing.
+
+    Rank 0 runs :func:`train_stage` (the MLflow run); this receives its checkpoint folder and
+    resume flag, then calls the same :func:`~pipelines.steps.train.train`, which shards batches
+    and averages gradients with rank 0 (``latent_ode.fit``'s distributed data parallel).
+    """
+    ckpt, resume = broadcast_from_rank0(None)
+    return train(cfg, data, device=device, checkpoint_dir=Path(ckpt), resume=resume)
 
 
 def evaluate_stage(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from latent_ode.errors import ConfigError
 from pipelines.config import PipelineConfig
 from pipelines.steps.ingest import IngestResult
 
-__all__ = ["TrainStepResult", "resolve_device", "summary_metrics", "train"]
+__all__ = [
+    "TrainStepResult",
+    "broadcast_from_rank0",
+    "process_group",
+    "resolve_device",
+    "summary_metrics",
+    "train",
+    "world_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,56 @@ def resolve_device(spec: str) -> str:
             return f"cuda:{int(os.environ['LOCAL_RANK'])}"
         return spec
     raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {spec!r}.")
+
+
+def world_size() -> int:
+    """Number of training processes: ``WORLD_SIZE`` as set by ``torchrun``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ConfigError(
+            f"WORLD_SIZE must be an integer; got {os.environ['WORLD_SIZE']!r}."
+        ) from None
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[tuple[int, int]]:
+    """Join the ``torch.distributed`` process group that ``torchrun`` describes, if any.
+
+    With ``WORLD_SIZE`` > 1 (``torchrun --nproc-per-node N ...``) this initialises the group
+    from the environment (``env://``: ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``), with the
+    ``gloo`` backend on CPU and ``nccl`` on CUDA, and destroys it on exit.
+
+    Args:
+        device: the torch device string of this process.
+
+    Yields:
+        ``(rank, world_size)``; ``(0, 1)`` without ``torchrun``.
+    """
+    world = world_size()
+    if world == 1:
+        yield 0, 1
+        return
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    logger.info("joined the %s process group: rank %d of %d", backend, dist.get_rank(), world)
+    try:
+        yield dist.get_rank(), world
+    finally:
+        dist.destroy_process_group()
+
+
+def broadcast_from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every process (the value itself without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 @dataclass(frozen=True)
@@ -86,16 +145,13 @@ def train(
         checkpoint_dir: where resumable checkpoints are written.
         resume: continue from the last checkpoint in ``checkpoint_dir``.
 
+    Under an initialised ``torch.distributed`` process group (see :func:`process_group`) every
+    process calls this with the same arguments; ``fit`` shards each batch, averages gradients,
+    and only rank 0 calls ``callbacks`` and writes checkpoints.
+
     Raises:
-        ConfigError: ``model.input_dim`` does not match the data, or the command runs under
-            ``torchrun`` with more than one process (not supported yet).
+        ConfigError: ``model.input_dim`` does not match the data.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        raise ConfigError(
-            f"multi-process training (torchrun, WORLD_SIZE={world}) is not supported yet: "
-            "latent_ode.fit trains in one process. Run the command without torchrun."
-        )
     model_cfg = cfg.model_config_for(data.channels)
     train_cfg = cfg.train_config()
     forecaster = Forecaster.create(

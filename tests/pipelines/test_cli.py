@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -161,3 +163,44 @@ def test_an_unknown_run_is_one_line_and_exit_2(mlflow_env: str, tmp_path: Path,
     assert main(["register", "--config", cfg, "--train-run", "0123456789abcdef"]) == 2
     err = _error_line(capsys.readouterr().err)
     assert "0123456789abcdef" in err
+
+
+def test_pipeline_run_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    path = write_config(tmp_path / "c.toml")
+    assert main(["pipeline", "run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: `latent-ode pipeline run` runs in one process, not under torchrun (WORLD_SIZE=2); "
+        "for multi-process training run `torchrun --nproc-per-node N -m pipelines.cli train")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_train_under_torchrun_trains_together_and_logs_once(
+    mlflow_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines.config import load_config
+    from pipelines.steps.ingest import ingest, save_split
+
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path / "c.toml", mlflow={"experiment": "test-torchrun"})
+    save_split(ingest(load_config(cfg)), tmp_path / "split")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "pipelines.cli", "train", "--config", str(cfg), "--data", "split",
+         "--checkpoint-dir", "ckpt"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train run " in proc.stdout and " in 2 processes" in proc.stdout
+    assert "rank 1 of 2" in proc.stderr  # the second process really trained along
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("test-torchrun")
+    [run] = client.search_runs([exp.experiment_id])  # rank 1 logged no run of its own
+    assert run.info.status == "FINISHED"
+    steps = int(run.data.metrics["train_steps"])
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, steps + 1))  # logged once per step
+    assert (tmp_path / "ckpt" / "last.pt").is_file()

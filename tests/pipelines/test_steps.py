@@ -15,7 +15,7 @@ from latent_ode.errors import ConfigError, DataError
 from pipelines.config import parse_config
 from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
 from pipelines.steps.ingest import split_by_series
-from pipelines.steps.train import resolve_device, summary_metrics
+from pipelines.steps.train import resolve_device, summary_metrics, world_size
 from tests.pipelines.test_config import tiny_config
 
 
@@ -122,11 +122,14 @@ def test_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
             resolve_device("cuda")
 
 
-def test_torchrun_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, tiny_cfg, tiny_data) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match=r"multi-process training \(torchrun, WORLD_SIZE=2\) "
-                                          r"is not supported yet"):
-        train(tiny_cfg, tiny_data)
+def test_world_size_comes_from_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert world_size() == 4
+    monkeypatch.setenv("WORLD_SIZE", "four")
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE must be an integer; got 'four'"):
+        world_size()
 
 
 # ------------------------------------------------------------------------------- register
