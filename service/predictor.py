@@ -298,9 +298,8 @@ def _values(item: SeriesInput, where: str, columns: list[int], d: int) -> np.nda
                 f"{where}: `values[{r}]` has {len(row)} columns; expected {width}, one per entry "
                 f"of {named} (see GET /v1/model), with null where not observed."
             )
-    raw = np.array(
-        [[np.nan if v is None else v for v in row] for row in item.values], dtype=np.float64
-    ).reshape(len(item.values), width)
+    # numpy turns None (not observed) into NaN for a float dtype; rows are rectangular here.
+    raw = np.array(item.values, dtype=np.float64).reshape(len(item.values), width)
     values = np.full((len(item.values), d), np.nan)
     values[:, columns] = raw
     return values
