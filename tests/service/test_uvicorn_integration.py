@@ -24,8 +24,13 @@ OK = {"times": [0, 1, 2], "values": [[70, 37], [71, None], [None, 37.2]], "query
 
 
 @contextmanager
-def serve(tracking_uri: str, model: str, cache: Path, log: Path) -> Iterator[str]:
-    """Run ``service.server.run`` in a subprocess until the block ends; yields its base URL."""
+def serve(
+    tracking_uri: str, model: str, cache: Path, log: Path, **settings: str
+) -> Iterator[str]:
+    """Run ``service.server.run`` in a subprocess until the block ends; yields its base URL.
+
+    ``settings`` are extra ``LATENT_ODE_*`` variables (``max_body_bytes="4096"``).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -34,6 +39,7 @@ def serve(tracking_uri: str, model: str, cache: Path, log: Path) -> Iterator[str
         "LATENT_ODE_MODEL_CACHE_DIR": str(cache),
         "LATENT_ODE_ADMIN_KEY": ADMIN_KEY,
         "LATENT_ODE_REGISTRY_TIMEOUT_S": "2",
+        **{f"LATENT_ODE_{name.upper()}": value for name, value in settings.items()},
     }
     code = f"from service.server import run; run('127.0.0.1', {port})"
     with open(log, "ab") as out:
@@ -101,14 +107,24 @@ def test_starts_from_the_cache_with_the_tracking_server_down(
         first = httpx.get(f"{base}/readyz").json()
         expected = httpx.post(f"{base}/v1/predict", json={"series": [OK]}).json()
     dead = f"http://127.0.0.1:{free_port()}"
-    with serve(dead, model, cache, log) as base:
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: uvicorn receives it chunked
+        for _ in range(100):
+            yield b" " * 1000
+
+    with serve(dead, model, cache, log, max_body_bytes="4096") as base:
         ready = httpx.get(f"{base}/readyz")
-        answer: dict[str, Any] = httpx.post(f"{base}/v1/predict", json={"series": [OK]}).json()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            too_big = http.post("/v1/predict", content=chunks(),
+                                headers={"content-type": "application/json"})
+            answer: dict[str, Any] = http.post("/v1/predict", json={"series": [OK]}).json()
     assert first == {"status": "ready", "model": model, "version": version, "source": "registry"}
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model": model, "version": version,
                             "source": "cache"}
-    assert answer["series"] == expected["series"]
+    assert answer["series"] == expected["series"]  # on the connection the 413 answered
+    assert too_big.status_code == 413
+    assert too_big.json()["detail"].startswith("the request body is more than 4096 bytes")
     text = log.read_text()
     assert f"serving {model} version {version} from the disk cache" in text
     assert f"the MLflow tracking server {dead} is unreachable" in text
