@@ -53,7 +53,6 @@ TAG_STEP = "latent_ode.step"  # ingest | train | evaluate | register
 TAG_CONFIG_HASH = "latent_ode.config_hash"
 TAG_DATA_RUN = "latent_ode.data_run_id"
 TAG_TRAIN_RUN = "latent_ode.train_run_id"
-TAG_EVAL_RUN = "latent_ode.evaluate_run_id"
 CONFIG_ARTIFACT = "config.json"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
