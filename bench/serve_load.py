@@ -6,8 +6,8 @@ of the default architecture, 1 channel; or ``--model-uri`` with the ambient
 ``MLFLOW_TRACKING_URI``). Each request carries one series of 50 irregular observations and 50
 query times (backcast, interpolation and extrapolation) and asks for 32 samples. For each
 concurrency level (1, 8, 32, 64 clients; httpx async, bounded in time and count) it reports
-requests/s, p50/p95/p99 latency and errors, first with batching on, then off (a fresh service
-process each), prints a table and writes JSON.
+requests/s, p50/p95/p99 latency and errors with batching on and off (two service processes,
+measured back to back per level), prints a table and writes JSON.
 
 Targets on 2 CPU cores: zero errors; with batching, throughput at 64 clients >= 4x the unbatched
 figure; p50 for one client < 30 ms. The load generator shares the machine with the service, so
@@ -216,20 +216,28 @@ def main() -> None:
         env["LATENT_ODE_MODEL_URI"] = model_uri
     bodies = make_bodies(256)
     runs: list[dict[str, Any]] = []
-    for batching in (True, False):
-        run_env = {**env, "LATENT_ODE_BATCHING_ENABLED": str(batching).lower()}
-        if batching and args.batch_max_wait_ms is not None:
-            run_env["LATENT_ODE_BATCH_MAX_WAIT_MS"] = str(args.batch_max_wait_ms)
-        proc, base = start_service(run_env, workdir / f"service-batching-{batching}.log")
-        try:
-            for clients in args.levels:
+    # Both services run side by side (an idle one costs nothing) and each level is measured on
+    # one, then at once on the other, so a change in background load hits both alike.
+    services: dict[bool, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for batching in (True, False):
+            run_env = {**env, "LATENT_ODE_BATCHING_ENABLED": str(batching).lower()}
+            if batching and args.batch_max_wait_ms is not None:
+                run_env["LATENT_ODE_BATCH_MAX_WAIT_MS"] = str(args.batch_max_wait_ms)
+            services[batching] = start_service(
+                run_env, workdir / f"service-batching-{batching}.log"
+            )
+        for clients in args.levels:
+            for batching in (True, False):
+                base = services[batching][1]
                 result = asyncio.run(drive(base, bodies, clients, args.seconds, args.max_requests))
                 result["batching"] = batching
                 runs.append(result)
                 print(f"batching={'on ' if batching else 'off'} clients={clients:>3}: "
                       f"{result['rps']:7.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "
                       f"errors {result['errors']}", flush=True)
-        finally:
+    finally:
+        for proc, _ in services.values():
             stop_service(proc)
 
     def find(batching: bool, clients: int) -> dict[str, Any] | None:
@@ -239,7 +247,7 @@ def main() -> None:
     print()
     print("| batching | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in runs:
+    for r in sorted(runs, key=lambda r: (not r["batching"], r["clients"])):
         print(f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']} | "
               f"{r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
               f"{r['errors']} |")
