@@ -10,7 +10,6 @@ is stopped, also when an assertion fails.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,13 @@ from tests.conftest import (
     stop_process,
     wait_for_http,
 )
-from tests.test_quickstart import MODEL_NAME, TINY_CONFIG, check_forecast_answer, latent_ode_command
+from tests.test_quickstart import (
+    MODEL_NAME,
+    TINY_CONFIG,
+    check_forecast_answer,
+    latent_ode_command,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +54,7 @@ def tracking_server(tmp_path: Path) -> Iterator[MlflowServer]:
 def run_trainer(tracking_uri: str, workdir: Path, *extra: str) -> str:
     """``latent-ode pipeline run`` on the tiny config against the server; returns its stdout."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "LATENT_ODE_DEVICE": "cpu"}
+    env = subprocess_env(MLFLOW_TRACKING_URI=tracking_uri, LATENT_ODE_DEVICE="cpu")
     proc = subprocess.run(
         [*latent_ode_command(), "pipeline", "run", "--config", str(TINY_CONFIG), *extra],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
@@ -63,13 +68,12 @@ def api(tracking_uri: str, workdir: Path) -> Iterator[str]:
     """``latent-ode serve`` on a free port until the block ends; yields its base URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "LATENT_ODE_ADMIN_KEY": ADMIN_KEY,
-        "LATENT_ODE_MODEL_CACHE_DIR": str(workdir / "model-cache"),
-        "LATENT_ODE_DEVICE": "cpu",
-    }
+    env = subprocess_env(
+        MLFLOW_TRACKING_URI=tracking_uri,
+        LATENT_ODE_ADMIN_KEY=ADMIN_KEY,
+        LATENT_ODE_MODEL_CACHE_DIR=str(workdir / "model-cache"),
+        LATENT_ODE_DEVICE="cpu",
+    )
     with open(workdir / "api.log", "wb") as log:
         proc = subprocess.Popen(
             [*latent_ode_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],

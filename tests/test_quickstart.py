@@ -9,6 +9,7 @@ once on a port that is taken (a clear error before any training).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shlex
 import shutil
@@ -49,6 +50,12 @@ def latent_ode_command() -> list[str]:
     """The ``latent-ode`` console script of the interpreter running the tests."""
     script = Path(sys.executable).with_name("latent-ode")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "pipelines.cli"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The test's environment for a subprocess, with one torch thread (as in the test process:
+    the tiny models gain nothing from more, and on 2 cores they would contend with each other)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
 def curl_line(stdout: str) -> str:
@@ -196,7 +203,7 @@ def test_no_serve_trains_registers_and_prints_a_request_the_api_answers(tmp_path
     work.mkdir()
     proc = subprocess.run(
         [*latent_ode_command(), "quickstart", "--no-serve", "--config", str(TINY_CONFIG)],
-        cwd=work, capture_output=True, text=True, timeout=600,
+        cwd=work, env=subprocess_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     db = work / "mlflow.db"
@@ -236,7 +243,7 @@ def test_serves_the_champion_and_answers_the_printed_curl(tmp_path: Path) -> Non
     proc = subprocess.Popen(
         [*latent_ode_command(), "quickstart", "--config", str(TINY_CONFIG),
          "--port", str(port), "--workdir", str(work)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=log, text=True,
+        cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=log, text=True,
     )
     try:
         lines: queue.Queue[str] = queue.Queue()
@@ -278,7 +285,7 @@ def test_a_taken_port_stops_quickstart_before_training(tmp_path: Path) -> None:
         port = holder.getsockname()[1]
         proc = subprocess.run(
             [*latent_ode_command(), "quickstart", "--config", str(TINY_CONFIG), "--port", str(port)],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
         )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -286,3 +293,23 @@ def test_a_taken_port_stops_quickstart_before_training(tmp_path: Path) -> None:
         f"pass --port with a free port (e.g. --port {port + 1}) or stop the process that holds it."
     )
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_training_uses_one_torch_thread_unless_omp_num_threads_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from pipelines.quickstart import _one_torch_thread_unless_set
+
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        _one_torch_thread_unless_set()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        _one_torch_thread_unless_set()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # as tests/conftest.py sets it for the suite
