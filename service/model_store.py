@@ -267,9 +267,7 @@ class ModelStore:
             model_root.rename(tmp / "model")
             shutil.rmtree(tmp / "download", ignore_errors=True)
             (tmp / _COMPLETE_MARKER).write_text(version)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            self._publish(tmp, final)
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise RegistryUnavailableError(
@@ -280,6 +278,20 @@ class ModelStore:
             time.monotonic() - started,
         )
         return final
+
+    @staticmethod
+    def _publish(tmp: Path, final: Path) -> None:
+        """Move a finished download into place; another replica sharing the cache may have
+        published the same version meanwhile, and then its copy wins (never delete a complete
+        copy someone may be loading)."""
+        if not (final / _COMPLETE_MARKER).exists() and final.exists():
+            shutil.rmtree(final)  # an incomplete leftover of an interrupted download
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / _COMPLETE_MARKER).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _load_forecaster(
         self, name: str, version: str, path: Path, *, source: Literal["registry", "cache"]

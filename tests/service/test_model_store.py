@@ -133,3 +133,18 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_reject_bad_values(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
         Settings(**overrides)
+
+
+def test_a_download_published_meanwhile_by_another_replica_wins(tmp_path: Any) -> None:
+    from service.model_store import ModelStore
+
+    final = tmp_path / "versions" / "3"
+    final.parent.mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".complete").write_text("3")
+        (tmp_path / name / "who").write_text(name)
+    ModelStore._publish(tmp_path / "a", final)
+    ModelStore._publish(tmp_path / "b", final)  # finished second: discarded, "a" stays
+    assert (final / "who").read_text() == "a"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
