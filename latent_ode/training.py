@@ -365,8 +365,9 @@ def fit(
         "best_metric": result.best_metric, "val_metric": config.val_metric,
         "best_step": result.best_step, "steps": result.steps, "epochs": result.epochs,
         "stopped": stopped, "elapsed_s": result.elapsed_s,
-        **{k: v for k, v in (result.history[-1] if result.history else {}).items()
-           if k.startswith("val_")},
+        # The validation metrics of the weights kept (the best validation), not of the last.
+        **{k: v for k, v in next((h for h in result.history if h["step"] == result.best_step),
+                                 {}).items() if k.startswith("val_")},
     }
     logger.info("training stopped (%s) after %d steps, %.1f s; best %s = %.5g at step %d",
                 stopped, result.steps, result.elapsed_s, config.val_metric, result.best_metric,

@@ -50,6 +50,8 @@ def test_same_seed_same_run_and_callbacks_report() -> None:
     assert {"train_loss", "train_mse", "train_kl", "train_nfe", "train_lr"} <= set(events[0].metrics)
     assert {"val_interp_mse", "val_extrap_mse", "val_mse", "best_val_mse"} <= set(events[-1].metrics)
     assert a.metadata["training"]["steps"] == 8
+    # The metadata describes the weights kept: the best validation, not the last one.
+    assert a.metadata["training"]["val_mse"] == min(h["val_mse"] for h in res_a.history)
 
 
 def test_interrupted_run_resumes_exactly(tmp_path) -> None:
