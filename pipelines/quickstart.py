@@ -331,6 +331,7 @@ def _one_torch_thread_unless_set() -> None:
 
 
 def _resolve_device(device: str | None) -> str:
+    """``--device``, else ``$LATENT_ODE_DEVICE``, as a torch device string (checked before training)."""
     from pipelines.config import get_settings
     from pipelines.steps.train import resolve_device
 

@@ -230,6 +230,7 @@ def test_no_serve_trains_registers_and_prints_a_request_the_api_answers(tmp_path
 
 
 def _read_lines(stream: Any, into: queue.Queue[str]) -> None:
+    """Copy ``stream``'s lines into ``into`` (a thread, so the test can wait with a timeout)."""
     for line in stream:
         into.put(line)
     into.put("")  # end of stream
