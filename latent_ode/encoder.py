@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -41,10 +39,9 @@ class ODERNNEncoder(nn.Module):
                                    nn.Linear(units, 2 * latent_dim))
 
     def _evolve(self, h: Tensor, dt: Tensor) -> Tensor:
-        longest = float(dt.max())
-        if longest <= 0.0:
+        if float(dt.max()) <= 0.0:
             return h
-        return fixed_step_evolve(self.ode, h, dt, max(1, math.ceil(longest / self.max_step)))
+        return fixed_step_evolve(self.ode, h, dt, self.max_step)
 
     def forward(self, obs: Observations, t0: Tensor) -> tuple[Tensor, Tensor]:
         """Encode.

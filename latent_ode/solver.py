@@ -239,26 +239,29 @@ class _CountingField(nn.Module):
         return self.func(t, y)
 
 
-def fixed_step_evolve(
-    field: Callable[[Tensor], Tensor], h: Tensor, dt: Tensor, n_steps: int
-) -> Tensor:
+def fixed_step_evolve(field: Callable[[Tensor], Tensor], h: Tensor, dt: Tensor, max_step: float) -> Tensor:
     """Explicit Euler steps of ``dh/dt = field(h)`` over per-series intervals ``dt``.
 
     This is the ODE-RNN's evolution between two observations (Rubanova et al. 2019, Alg. 1;
     the reference code also uses Euler there). It is not routed through a solver package: it
     runs once per observation inside the encoder, where a package call's fixed overhead
-    (about a millisecond) would dominate a training step (``docs/solvers.md``).
+    (about a millisecond) would dominate a training step (``docs/library.md``).
+
+    Each series takes its own number of equal steps, ``ceil(dt / max_step)``, so its result does
+    not depend on the other series of the batch.
 
     Args:
         field: the vector field, (B, H) -> (B, H).
         h: (B, H) states.
         dt: (B,) non-negative interval of each series; 0 leaves a series unchanged exactly.
-        n_steps: Euler steps per interval.
+        max_step: longest Euler step.
 
     Returns:
         (B, H) states after the interval.
     """
-    step = (dt / n_steps)[:, None]  # (B, 1)
-    for _ in range(n_steps):
-        h = h + step * field(h)
+    n = torch.ceil(dt / max_step).clamp_min(1.0)  # (B,) steps per series
+    step = (dt / n)[:, None]  # (B, 1)
+    for k in range(int(n.max())):
+        moved = h + step * field(h)
+        h = torch.where((k < n)[:, None], moved, h)
     return h

@@ -29,7 +29,8 @@ def test_series_accepts_gappy_channels_and_exposes_mask() -> None:
         ([], np.zeros((0, 1)), DataError, r"must be a non-empty 1-D array"),
         ([0.0, 1.0], [[1.0], [np.inf]], DataError, r"must be finite or NaN \(missing\); got inf at row 1"),
         ([0.0, 1.0], [[1.0, 2.0], [NAN, NAN]], DataError, r"no observed channel at time 1.0 \(row 1\)"),
-        ([0.0, 1.0], [[1.0], [2.0], [3.0]], ShapeError, r"must have shape \(T, D\) with T = len\(times\) = 2"),
+        ([0.0, 1.0], [[1.0], [2.0], [3.0]], ShapeError,
+         r"must have shape \(T, D\) with T = len\(times\) = 2"),
     ],
 )
 def test_series_rejects_bad_input(times, values, error, match) -> None:
