@@ -17,6 +17,7 @@ in ``last.json`` and marks the model's source as ``"cache"``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -315,20 +316,31 @@ class ModelStore:
         pointer = self._pointer_path(name)
         if not pointer.exists():
             raise FileNotFoundError(f"no cached model of {name!r} under {pointer.parent}")
-        version = str(json.loads(pointer.read_text())["version"])
-        path = self._version_dir(name, version)
+        record = json.loads(pointer.read_text())
+        version = str(record["version"])
+        # The last model loaded, from whichever store it came from: that is what kept serving.
+        path = Path(record["path"]) if "path" in record else self._version_dir(name, version)
         if not (path / _COMPLETE_MARKER).exists():
             raise FileNotFoundError(f"the cached version {version} at {path} is incomplete")
         return self._load_forecaster(name, version, path, source="cache")
 
     # ------------------------------------------------------------------------------- cache paths
 
+    def _store_key(self) -> str:
+        """A short key of the tracking store, so that two stores' "version 1" never share a cache
+        entry (a relative SQLite path is made absolute: it names a different store per cwd)."""
+        uri = self._tracking_uri()
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            uri = prefix + str(Path(uri[len(prefix):]).resolve())
+        return "store-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
+
     def _name_dir(self, name: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         return Path(self._settings.model_cache_dir) / safe
 
     def _version_dir(self, name: str, version: str) -> Path:
-        return self._name_dir(name) / "versions" / version
+        return self._name_dir(name) / "versions" / self._store_key() / version
 
     def _pointer_path(self, name: str) -> Path:
         return self._name_dir(name) / "last.json"
@@ -336,5 +348,6 @@ class ModelStore:
     def _write_pointer(self, name: str, version: str) -> None:
         pointer = self._pointer_path(name)
         tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version, "uri": self._settings.model_uri}))
+        tmp.write_text(json.dumps({"version": version, "uri": self._settings.model_uri,
+                                   "path": str(self._version_dir(name, version))}))
         tmp.replace(pointer)

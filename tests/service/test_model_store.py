@@ -148,3 +148,21 @@ def test_a_download_published_meanwhile_by_another_replica_wins(tmp_path: Any) -
     ModelStore._publish(tmp_path / "b", final)  # finished second: discarded, "a" stays
     assert (final / "who").read_text() == "a"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_two_stores_never_share_a_cached_version(make_settings: Any, tmp_path: Any) -> None:
+    """Version 1 of `latent-ode` in one store is not version 1 in another: one cache directory
+    serving both must load each store's own model."""
+    from tests.service.service_helpers import make_forecaster, register_version
+
+    other_store = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
+    (tmp_path / "other").mkdir()
+    assert register_version(other_store, make_forecaster(seed=99), tmp_path / "other") == "1"
+    with TestClient(create_app(make_settings())) as client:
+        first = client.post("/v1/predict", json={"series": [OK]}).json()
+    with TestClient(create_app(make_settings(tracking_uri=other_store))) as client:
+        second = client.post("/v1/predict", json={"series": [OK]}).json()
+        source = client.get("/readyz").json()["source"]
+    assert first["model"]["version"] == second["model"]["version"] == "1"
+    assert source == "registry"
+    assert first["series"][0]["mean"] != second["series"][0]["mean"]
