@@ -124,10 +124,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from pipelines import tracking
     from pipelines.config import load_config
     from pipelines.pipeline import find_resumable_train_run, train_stage, train_worker
-    from pipelines.steps.train import process_group
+    from pipelines.steps.train import one_torch_thread_unless_set, process_group
 
     cfg = load_config(args.config)
     device = _settings_device(args)
+    one_torch_thread_unless_set()
     if args.run_id is not None and not args.resume:
         raise ConfigError("--run-id only goes with --resume (it names the run to continue).")
     with process_group(device) as (rank, world):
@@ -189,8 +190,10 @@ def _register_summary(r: Any) -> str:
 def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     from pipelines.config import load_config
     from pipelines.pipeline import run_pipeline
+    from pipelines.steps.train import one_torch_thread_unless_set
 
     _single_process("pipeline run")
+    one_torch_thread_unless_set()
     cfg = load_config(args.config)
     result = run_pipeline(cfg, device=_settings_device(args), resume=args.resume,
                           force=args.force, config_source=str(args.config))

@@ -38,6 +38,7 @@ import numpy as np
 
 from latent_ode import Series
 from latent_ode.errors import ConfigError
+from pipelines.steps.train import one_torch_thread_unless_set
 
 __all__ = [
     "DATA_DIR",
@@ -311,25 +312,6 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
     return parse_config(raw, source=repr(str(config_path))), data_file.resolve()
 
 
-def _one_torch_thread_unless_set() -> None:
-    """Train with one torch thread unless the user chose a count with ``OMP_NUM_THREADS``.
-
-    The demo model is small (batch 50, 64 units): extra intra-op threads add synchronisation,
-    not speed, and on a busy 2-core machine they contend with everything else. Measured there
-    (load average 9-12): 4 epochs of periodic.toml took 18.5 s wall / 4.4 s CPU with one thread
-    and 345 s wall / 101 s CPU with two. The service uses one thread too
-    (``LATENT_ODE_TORCH_THREADS``).
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    import torch
-
-    if torch.get_num_threads() != 1:
-        logger.info("quickstart: training with 1 torch thread (was %d); set OMP_NUM_THREADS to "
-                    "choose", torch.get_num_threads())
-        torch.set_num_threads(1)
-
-
 def _resolve_device(device: str | None) -> str:
     """``--device``, else ``$LATENT_ODE_DEVICE``, as a torch device string (checked before training)."""
     from pipelines.config import get_settings
@@ -393,7 +375,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
     if options.serve:
         check_port_free(options.host, options.port)
     device = _resolve_device(options.device)
-    _one_torch_thread_unless_set()
+    one_torch_thread_unless_set()
 
     with _working_directory(workdir):
         started = time.monotonic()

@@ -301,16 +301,16 @@ def test_training_uses_one_torch_thread_unless_omp_num_threads_is_set(
 ) -> None:
     import torch
 
-    from pipelines.quickstart import _one_torch_thread_unless_set
+    from pipelines.steps.train import one_torch_thread_unless_set
 
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         torch.set_num_threads(2)
-        _one_torch_thread_unless_set()
+        one_torch_thread_unless_set()
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         torch.set_num_threads(2)
-        _one_torch_thread_unless_set()
+        one_torch_thread_unless_set()
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)  # as tests/conftest.py sets it for the suite

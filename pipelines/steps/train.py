@@ -182,3 +182,22 @@ def summary_metrics(result: Any) -> dict[str, float]:
         if entry.get("step") == result.best_step:
             return {k: float(v) for k, v in entry.items() if k.startswith("val_")}
     return {}
+
+
+def one_torch_thread_unless_set() -> None:
+    """Train with one torch thread unless the user chose a count with ``OMP_NUM_THREADS``.
+
+    The models here are small (batch 50, 64 units): extra intra-op threads add synchronisation,
+    not speed, and on a busy 2-core machine they contend with everything else. Measured there
+    (load average 9-12): 4 epochs of periodic.toml took 18.5 s wall / 4.4 s CPU with one thread
+    and 345 s wall / 101 s CPU with two. The service uses one thread too
+    (``LATENT_ODE_TORCH_THREADS``).
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    if torch.get_num_threads() != 1:
+        logger.info("training with 1 torch thread (was %d); set OMP_NUM_THREADS to "
+                    "choose", torch.get_num_threads())
+        torch.set_num_threads(1)
