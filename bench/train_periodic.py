@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5, help="epochs between test evaluations")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("bench/results/train_periodic.json"))
@@ -52,7 +53,7 @@ def main() -> None:
     fc = Forecaster.create(ModelConfig(input_dim=1, encoder_max_step=0.1), norm, channels=["x"], time_unit="s",
                            seed=args.seed)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
-                      lr=args.lr, task=args.task, patience=None, progress=False,
+                      lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None, progress=False,
                       log_every=16, seed=args.seed,
                       val_metric={"interpolation": "val_interp_mse",
                                   "extrapolation": "val_extrap_mse"}.get(args.task, "val_mse"))
