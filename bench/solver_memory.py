@@ -7,8 +7,8 @@ One training step = encoder over 20 context observations, latent ODE solved to 5
 spread over a horizon of 5 x h time units (h = 1, 4, 10), Gaussian likelihood + KL, backward.
 The number of outputs stays fixed so that what grows with the horizon is the solver's work; the
 latent dynamics' output layer is scaled up (x4) so that, like a trained model, they move on a
-time scale of about one unit and the solver's step count grows with the horizon. Each (mode, h) runs in a fresh subprocess so that measurements do not share an
-allocator. Memory figures:
+time scale of about one unit and the solver's step count grows with the horizon.
+Each (mode, h) runs in a fresh subprocess so that measurements do not share an allocator. Memory figures:
 
 - ``saved_mb``: bytes of tensors autograd keeps for the backward pass (exact, from
   ``torch.autograd.graph.saved_tensors_hooks``), the memory the adjoint method exists to save;

@@ -50,8 +50,8 @@ def main() -> None:
     train, val, test = data[:800], data[800:900], data[900:]
     # The reference works on the raw scale: values as generated, times in [0, 5].
     norm = Normaliser.fit(train, kind="none", time_scale=1.0)
-    fc = Forecaster.create(ModelConfig(input_dim=1, encoder_max_step=0.1), norm, channels=["x"], time_unit="s",
-                           seed=args.seed)
+    fc = Forecaster.create(ModelConfig(input_dim=1, encoder_max_step=0.1), norm, channels=["x"],
+                           time_unit="s", seed=args.seed)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
                       lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None, progress=False,
                       log_every=16, seed=args.seed,
