@@ -171,14 +171,6 @@ class Observations:
         """(B,) time of each series' last observation."""
         return self.times.gather(1, (self.lengths - 1)[:, None]).squeeze(1)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Observations:
-        return Observations(
-            times=self.times.to(device=device, dtype=dtype or self.times.dtype),
-            values=self.values.to(device=device, dtype=dtype or self.values.dtype),
-            mask=self.mask.to(device),
-            lengths=self.lengths.to(device),
-        )
-
     def index(self, idx: Tensor | Sequence[int]) -> Observations:
         """The sub-batch of the given series indices."""
         idx = torch.as_tensor(idx, device=self.times.device, dtype=torch.long)

@@ -303,16 +303,15 @@ class Forecaster:
         out = []
         for i, (s, q, o) in enumerate(zip(series, queries, orders, strict=True)):
             inv = np.empty_like(o)
-            inv[o] = np.arange(o.size)  # back to the order asked
-            rows = inv
+            inv[o] = np.arange(o.size)  # rows back in the order asked
             mode = ["backcast" if t < s.times[0] else "extrapolation" if t > s.times[-1]
                     else "interpolation" for t in q]
             out.append(Forecast(
                 query_times=q.copy(),
                 mode=mode,
-                mean=self.normaliser.values_from_model(mean_np[i, rows]),
-                std=self.normaliser.std_from_model(std_np[i, rows]),
-                quantiles={lv: self.normaliser.values_from_model(qs_np[k, i, rows])
+                mean=self.normaliser.values_from_model(mean_np[i, inv]),
+                std=self.normaliser.std_from_model(std_np[i, inv]),
+                quantiles={lv: self.normaliser.values_from_model(qs_np[k, i, inv])
                            for k, lv in enumerate(levels)} if qs_np is not None else {},
                 stats=stats,
             ))

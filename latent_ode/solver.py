@@ -79,11 +79,11 @@ class ODESolution:
     failed: Tensor
     stats: SolverStats
 
-    def raise_on_failure(self, *, time_reached: Tensor | None = None) -> None:
+    def raise_on_failure(self) -> None:
         """Raise :class:`SolverError` if any series failed."""
         if bool(self.failed.any()):
             idx = tuple(int(i) for i in self.failed.nonzero().flatten().tolist())
-            raise _failure(idx, "failed", time_reached)
+            raise _failure(idx, "failed")
 
 
 class _Autonomous(nn.Module):
@@ -97,13 +97,11 @@ class _Autonomous(nn.Module):
         return self.field(y)
 
 
-def _failure(series: tuple[int, ...], reason: str, time_reached: Tensor | None) -> SolverError:
-    reached = tuple(float(time_reached[i]) for i in series) if time_reached is not None else ()
-    where = f" at relative time {reached[0]:.4g}" if reached else ""
+def _failure(series: tuple[int, ...], reason: str) -> SolverError:
     shown = list(series[:10]) + (["..."] if len(series) > 10 else [])
     return SolverError(
-        f"the ODE solver failed ({reason}) for series {shown}{where}; {_HINTS[reason]}.",
-        series=series, reason=reason, time_reached=reached,
+        f"the ODE solver failed ({reason}) for series {shown}; {_HINTS[reason]}.",
+        series=series, reason=reason,
     )
 
 
@@ -177,7 +175,7 @@ def _solve_isolating(
     field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig, stats: dict[str, int]
 ) -> tuple[Tensor, Tensor]:
     """torchode solve; re-solve the healthy series whenever a failure stopped the batch."""
-    b, q = t_eval.shape
+    q = t_eval.shape[1]
     sol = _torchode_solve(field, y0, t_eval, config)
     stats["nfe"] += int(sol.stats["n_f_evals"].max())
     stats["steps"] += int(sol.stats["n_steps"].max())

@@ -287,23 +287,22 @@ def register_stage(
         return StageRun(run.info.run_id, result)
 
 
-def find_resumable_train_run(cfg: PipelineConfig) -> Run | None:
-    """The newest unfinished train run of this config in the config's experiment, if any."""
+def _newest_unfinished(cfg: PipelineConfig, tag: str, value: str) -> Run | None:
+    """The newest unfinished run of this config tagged ``tag = value``, if any."""
     runs = tracking.find_runs(
-        f"tags.`{tracking.TAG_STEP}` = 'train' and "
-        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
+        f"tags.`{tag}` = '{value}' and tags.`{tracking.TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
         experiment=cfg.mlflow.experiment,
     )
     return next((r for r in runs if r.info.status != _FINISHED), None)
+
+
+def find_resumable_train_run(cfg: PipelineConfig) -> Run | None:
+    """The newest unfinished train run of this config in the config's experiment, if any."""
+    return _newest_unfinished(cfg, tracking.TAG_STEP, "train")
 
 
 def _find_resumable_parent(cfg: PipelineConfig) -> Run | None:
-    runs = tracking.find_runs(
-        f"tags.`{tracking.TAG_KIND}` = 'pipeline' and "
-        f"tags.`{tracking.TAG_CONFIG_HASH}` = '{config_hash(cfg)}'",
-        experiment=cfg.mlflow.experiment,
-    )
-    return next((r for r in runs if r.info.status != _FINISHED), None)
+    return _newest_unfinished(cfg, tracking.TAG_KIND, "pipeline")
 
 
 def _children(parent_id: str, experiment: str) -> dict[str, Run]:

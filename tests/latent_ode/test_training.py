@@ -123,6 +123,7 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
 def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path) -> None:
     """Two processes (gloo) train one model: identical weights on both ranks, only rank 0
     reports and checkpoints, and the result is close to a single-process run."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -132,7 +133,7 @@ def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path) -> None:
     worker = Path(__file__).with_name("ddp_worker.py")
     root = Path(__file__).parents[2]
     port = str(free_port())
-    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     procs = [subprocess.Popen([sys.executable, str(worker), str(r), "2", port, str(tmp_path)], env=env)
              for r in range(2)]
     single = subprocess.Popen([sys.executable, str(worker), "0", "1", port, str(tmp_path)], env=env)
