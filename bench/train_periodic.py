@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, TrainConfig, datasets, evaluate, fit
+from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, evaluate, fit
 
 
 def main() -> None:
@@ -33,13 +33,36 @@ def main() -> None:
     p.add_argument("--task", choices=["interpolation", "extrapolation", "both"], default="interpolation")
     p.add_argument("--budget", type=float, default=180.0, help="training seconds")
     p.add_argument("--per-series-times", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seeds the data set and the run")
     p.add_argument("--eval-every", type=int, default=5, help="epochs between test evaluations")
+    p.add_argument("--val-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print training metrics every 16 steps")
     p.add_argument("--out", type=Path, default=Path("bench/results/train_periodic.json"))
+    # The defaults below are the reference implementation's settings (run_models.py and
+    # lib/create_latent_ode_model.py of Rubanova et al.), expressed in this library's terms.
+    ref = p.add_argument_group("training and model settings (defaults: the reference's)")
+    ref.add_argument("--optimizer", choices=["adam", "adamax"], default="adamax")
+    ref.add_argument("--lr", type=float, default=1e-2)
+    ref.add_argument("--lr-decay", type=float, default=0.999, help="per step")
+    ref.add_argument("--grad-clip", type=float, default=0.0, help="0: no clipping")
+    ref.add_argument("--batch-size", type=int, default=50)
+    ref.add_argument("--num-samples", type=int, default=1)
+    ref.add_argument("--kl-scale", type=float, default=0.1,
+                     help="the reference averages the KL over the 10 latent dimensions")
+    ref.add_argument("--kl-delay", type=int, default=160, help="steps (10 epochs of 16 steps)")
+    ref.add_argument("--kl-rate", type=float, default=0.99 ** (1 / 16),
+                     help="per step (0.99 per epoch of 16 steps)")
+    ref.add_argument("--encoder-cell", choices=["gru", "mlp_gru"], default="mlp_gru")
+    ref.add_argument("--encoder-max-step", type=float, default=0.25,
+                     help="the reference takes one Euler step for gaps up to ~3/50 of the span")
+    ref.add_argument("--time-scale", type=float, default=1.0,
+                     help="seconds per normalised time unit (1: the reference's raw [0, 5])")
+    ref.add_argument("--latent-dim", type=int, default=10)
+    ref.add_argument("--encoder-hidden", type=int, default=20)
+    ref.add_argument("--units", type=int, default=100, help="hidden units of every MLP")
+    ref.add_argument("--rtol", type=float, default=1e-3)
+    ref.add_argument("--atol", type=float, default=1e-4)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -49,18 +72,29 @@ def main() -> None:
                              shared_grid=not args.per_series_times, seed=args.seed)
     train, val, test = data[:800], data[800:900], data[900:]
     # The reference works on the raw scale: values as generated, times in [0, 5].
-    norm = Normaliser.fit(train, kind="none", time_scale=1.0)
-    fc = Forecaster.create(ModelConfig(input_dim=1, encoder_max_step=0.1), norm, channels=["x"],
-                           time_unit="s", seed=args.seed)
+    norm = Normaliser.fit(train, kind="none", time_scale=args.time_scale)
+    model_cfg = ModelConfig(
+        input_dim=1, latent_dim=args.latent_dim, encoder_hidden=args.encoder_hidden,
+        encoder_units=args.units, dynamics_units=args.units, encoder_cell=args.encoder_cell,
+        encoder_max_step=args.encoder_max_step, solver=SolverConfig(rtol=args.rtol, atol=args.atol))
+    fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
-                      lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None, progress=False,
-                      log_every=16, seed=args.seed,
+                      lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None,
+                      progress=False, val_every=args.val_every, log_every=16, seed=args.seed,
+                      num_samples=args.num_samples,
+                      grad_clip=args.grad_clip or None, lr_decay=args.lr_decay,
+                      kl_scale=args.kl_scale, kl_warmup_delay=args.kl_delay,
+                      kl_warmup_rate=args.kl_rate,
                       val_metric={"interpolation": "val_interp_mse",
                                   "extrapolation": "val_extrap_mse"}.get(args.task, "val_mse"))
     curve: list[dict[str, float]] = []
     clock = {"start": time.monotonic(), "paused": 0.0}
 
     def on_event(event) -> None:
+        if args.verbose and event.kind == "step":
+            m = event.metrics
+            print(f"  step {event.step:5d} train mse {m['train_mse']:.5f} kl {m['train_kl']:.2f} "
+                  f"nfe {m['train_nfe']:.0f} lr {m['train_lr']:.2g}", flush=True)
         if event.kind != "epoch" or event.epoch % args.eval_every:
             return
         t0 = time.monotonic()
@@ -81,7 +115,9 @@ def main() -> None:
     summary = {
         "task": args.task, "per_series_times": args.per_series_times, "budget_s": args.budget,
         "steps": result.steps, "epochs": result.epochs, "train_s": result.elapsed_s,
-        "threads": torch.get_num_threads(), "curve": curve,
+        "threads": torch.get_num_threads(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "curve": curve,
         "final_best_checkpoint": final,
         "reference": {"interp_mse": {"epoch30": 0.054, "epoch60": 0.0104, "epoch100": 0.0037,
                                      "epoch100_s": 917},

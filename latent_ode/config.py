@@ -79,6 +79,8 @@ class ModelConfig:
             implementation uses two).
         obs_std: standard deviation of the Gaussian observation noise, on the normalised scale
             (the reference uses 0.01 for the toy data and PhysioNet).
+        encoder_cell: the ODE-RNN's update at an observation: ``gru`` (``torch.nn.GRUCell``) or
+            ``mlp_gru`` (the reference implementation's GRU with MLP gates and a gated std).
         encoder_max_step: longest Euler step of the ODE-RNN's hidden-state evolution between
             two observations, in normalised time (the reference uses a fiftieth of the span).
         solver: how the latent ODE is integrated.
@@ -91,10 +93,12 @@ class ModelConfig:
     dynamics_units: int = 100
     dynamics_layers: int = 2
     obs_std: float = 0.01
+    encoder_cell: Literal["gru", "mlp_gru"] = "gru"
     encoder_max_step: float = 0.02
     solver: SolverConfig = field(default_factory=SolverConfig)
 
     def __post_init__(self) -> None:
+        _check_literals(self)
         for name in ("input_dim", "latent_dim", "encoder_hidden", "encoder_units", "dynamics_units"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"ModelConfig.{name}", value,
@@ -125,8 +129,11 @@ class TrainConfig:
         num_samples: K latent samples per series; with K > 1 the IWAE bound (Burda et al. 2016)
             replaces the ELBO.
         kl_warmup_delay: steps with KL weight 0 before warm-up starts.
-        kl_warmup_rate: after the delay the KL weight is ``1 - rate ** (step - delay)``
-            (the reference's schedule).
+        kl_warmup_rate: after the delay the KL weight is
+            ``kl_scale * (1 - rate ** (step - delay))``.
+        kl_scale: the KL weight the warm-up tends to. 1 is the ELBO of the per-point-averaged
+            likelihood; the reference implementation averages the KL over the latent dimensions,
+            which is ``1 / latent_dim`` here.
         task: which task each batch trains: ``both`` alternates at random (``extrap_prob``).
         extrap_prob: probability that a batch is an extrapolation batch when ``task="both"``.
         interp_fraction: fraction of a series' time points the encoder sees in interpolation.
@@ -157,6 +164,7 @@ class TrainConfig:
     num_samples: int = 1
     kl_warmup_delay: int = 10
     kl_warmup_rate: float = 0.99
+    kl_scale: float = 1.0
     task: Literal["interpolation", "extrapolation", "both"] = "both"
     extrap_prob: float = 0.5
     interp_fraction: float = 0.5
@@ -190,6 +198,7 @@ class TrainConfig:
                "non-negative")
         _check(0 <= self.kl_warmup_rate < 1, "TrainConfig.kl_warmup_rate", self.kl_warmup_rate,
                "in [0, 1)")
+        _check(self.kl_scale >= 0, "TrainConfig.kl_scale", self.kl_scale, "non-negative")
         _check(0 <= self.extrap_prob <= 1, "TrainConfig.extrap_prob", self.extrap_prob, "in [0, 1]")
         _check(0 < self.interp_fraction <= 1, "TrainConfig.interp_fraction",
                self.interp_fraction, "in (0, 1]")

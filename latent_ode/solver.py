@@ -33,7 +33,7 @@ from torchdiffeq import odeint_adjoint
 from latent_ode.config import SolverConfig
 from latent_ode.errors import ShapeError, SolverError
 
-__all__ = ["ODESolution", "SolverStats", "solve"]
+__all__ = ["ODESolution", "SolverStats", "euler_schedule", "fixed_step_evolve", "solve"]
 
 # torchode status codes (torchode.status_codes), named for the messages below.
 _REASONS = {1: "failed", 2: "dt_underflow", 3: "max_steps", 4: "non_finite"}
@@ -237,29 +237,48 @@ class _CountingField(nn.Module):
         return self.func(t, y)
 
 
-def fixed_step_evolve(field: Callable[[Tensor], Tensor], h: Tensor, dt: Tensor, max_step: float) -> Tensor:
-    """Explicit Euler steps of ``dh/dt = field(h)`` over per-series intervals ``dt``.
+def euler_schedule(dt: Tensor, max_step: float) -> tuple[Tensor, Tensor, list[int]]:
+    """Plan the Euler steps of :func:`fixed_step_evolve` for K intervals per series at once.
+
+    Each series takes its own number of equal steps over each interval, ``ceil(dt / max_step)``,
+    so its result does not depend on the other series of the batch. Planning every interval of
+    an encoder pass in one go costs one device-to-host copy instead of one per observation.
+
+    Args:
+        dt: (B, K) non-negative intervals.
+        max_step: longest Euler step.
+
+    Returns:
+        ``n`` (B, K) steps per series and interval, ``step`` (B, K) their size, and per interval
+        the most steps any series takes (0 where every series' interval is 0).
+    """
+    n = torch.ceil(dt / max_step).clamp_min(1.0)
+    most = torch.where(dt > 0, n, torch.zeros_like(n)).amax(dim=0)
+    return n, dt / n, [int(x) for x in most.tolist()]
+
+
+def fixed_step_evolve(field: Callable[[Tensor], Tensor], h: Tensor, n: Tensor, step: Tensor,
+                      most: int) -> Tensor:
+    """Explicit Euler steps of ``dh/dt = field(h)``, planned by :func:`euler_schedule`.
 
     This is the ODE-RNN's evolution between two observations (Rubanova et al. 2019, Alg. 1;
     the reference code also uses Euler there). It is not routed through a solver package: it
     runs once per observation inside the encoder, where a package call's fixed overhead
     (about a millisecond) would dominate a training step (``docs/library.md``).
 
-    Each series takes its own number of equal steps, ``ceil(dt / max_step)``, so its result does
-    not depend on the other series of the batch.
-
     Args:
         field: the vector field, (B, H) -> (B, H).
         h: (B, H) states.
-        dt: (B,) non-negative interval of each series; 0 leaves a series unchanged exactly.
-        max_step: longest Euler step.
+        n: (B,) steps of each series (at least 1).
+        step: (B,) step size of each series; 0 leaves a series unchanged exactly.
+        most: the largest entry of ``n`` among series with a non-zero step (0: nothing moves).
 
     Returns:
         (B, H) states after the interval.
     """
-    n = torch.ceil(dt / max_step).clamp_min(1.0)  # (B,) steps per series
-    step = (dt / n)[:, None]  # (B, 1)
-    for k in range(int(n.max())):
-        moved = h + step * field(h)
-        h = torch.where((k < n)[:, None], moved, h)
+    for k in range(most):
+        moved = torch.addcmul(h, step[:, None], field(h))
+        # Every series takes the first step (a zero step leaves it as it is); later steps only
+        # where the series has that many.
+        h = moved if k == 0 else torch.where((k < n)[:, None], moved, h)
     return h

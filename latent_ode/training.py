@@ -84,7 +84,7 @@ def to_model_batch(forecaster: Forecaster, series: Sequence[Series]) -> Observat
 def _kl_weight(config: TrainConfig, step: int) -> float:
     if step < config.kl_warmup_delay:
         return 0.0
-    return 1.0 - config.kl_warmup_rate ** (step - config.kl_warmup_delay)
+    return config.kl_scale * (1.0 - config.kl_warmup_rate ** (step - config.kl_warmup_delay))
 
 
 def _lr(config: TrainConfig, step: int) -> float:

@@ -26,20 +26,21 @@ def periodic_small():
     return datasets.periodic(40, n_times=30, seed=3)
 
 
-@pytest.fixture
-def forecaster(periodic_small) -> Forecaster:
+# Every model invariant and the persistence tests run with both encoder cells.
+@pytest.fixture(params=["gru", "mlp_gru"])
+def forecaster(request, periodic_small) -> Forecaster:
     norm = Normaliser.fit(periodic_small, kind="standard")
     cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16)
+                      dynamics_units=16, encoder_cell=request.param)
     return Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
 
 
-@pytest.fixture
-def two_channel_forecaster() -> tuple[Forecaster, list]:
+@pytest.fixture(params=["gru", "mlp_gru"])
+def two_channel_forecaster(request) -> tuple[Forecaster, list]:
     data = datasets.spirals(20, n_times=20, n_total=200, seed=1)
     norm = Normaliser.fit(data, kind="standard")
     cfg = ModelConfig(input_dim=2, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16)
+                      dynamics_units=16, encoder_cell=request.param)
     return Forecaster.create(cfg, norm, channels=["x", "y"], time_unit="s", seed=0), data
 
 

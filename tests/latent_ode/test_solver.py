@@ -11,7 +11,7 @@ from torch import nn
 
 from latent_ode import SolverConfig, SolverError
 from latent_ode.errors import ShapeError
-from latent_ode.solver import solve
+from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 
 TIGHT = SolverConfig(rtol=1e-10, atol=1e-12, max_steps=100_000)
@@ -135,3 +135,30 @@ def test_solver_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match=r"`SolverConfig.method` must be one of 'dopri5', 'tsit5'"):
         SolverConfig(method="euler")  # type: ignore[arg-type]
     assert math.isclose(SolverConfig().rtol, 1e-3)
+
+
+def test_euler_schedule_takes_per_series_steps_exactly() -> None:
+    # dh/dt = -h: n equal Euler steps over dt give (1 - dt/n)^n exactly.
+    dt = torch.tensor([[0.25, 0.0], [0.05, 0.0], [0.0, 0.0]], dtype=torch.float64)  # (B, K)
+    n, step, most = euler_schedule(dt, max_step=0.1)
+    assert n[:, 0].tolist() == [3.0, 1.0, 1.0] and most == [3, 0]
+    h0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64)
+    h = fixed_step_evolve(lambda y: -y, h0, n[:, 0], step[:, 0], most[0])
+    expected = h0 * torch.tensor([[(1 - 0.25 / 3) ** 3], [1 - 0.05], [1.0]], dtype=torch.float64)
+    torch.testing.assert_close(h, expected, rtol=1e-15, atol=0.0)
+    assert torch.equal(h[2], h0[2])  # a zero interval leaves the state exactly as it was
+    # Nothing moves where every interval is zero.
+    assert torch.equal(fixed_step_evolve(lambda y: -y, h0, n[:, 1], step[:, 1], most[1]), h0)
+
+
+def test_euler_steps_of_a_series_do_not_depend_on_its_batch() -> None:
+    torch.manual_seed(0)
+    field = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    h0 = torch.randn(4, 3, dtype=torch.float64)
+    dt = torch.tensor([[0.33], [0.02], [0.0], [0.91]], dtype=torch.float64)
+    n, step, most = euler_schedule(dt, max_step=0.1)
+    batch = fixed_step_evolve(field, h0, n[:, 0], step[:, 0], most[0])
+    for i in range(4):
+        ni, si, mi = euler_schedule(dt[i:i + 1], max_step=0.1)
+        alone = fixed_step_evolve(field, h0[i:i + 1], ni[:, 0], si[:, 0], mi[0])
+        torch.testing.assert_close(batch[i:i + 1], alone, rtol=1e-12, atol=1e-14)

@@ -8,6 +8,7 @@ import torch
 
 from latent_ode import (
     CheckpointError,
+    ConfigError,
     DataError,
     Forecaster,
     ModelConfig,
@@ -52,6 +53,19 @@ def test_same_seed_same_run_and_callbacks_report() -> None:
     assert a.metadata["training"]["steps"] == 8
     # The metadata describes the weights kept: the best validation, not the last one.
     assert a.metadata["training"]["val_mse"] == min(h["val_mse"] for h in res_a.history)
+
+
+def test_kl_weight_warms_up_to_kl_scale() -> None:
+    cfg = TrainConfig(batch_size=10, max_steps=6, log_every=1, progress=False, kl_warmup_delay=2,
+                      kl_warmup_rate=0.5, kl_scale=0.1)
+    events: list[TrainEvent] = []
+    fc, tr, va = _setup()
+    fit(fc, tr, va, cfg, callbacks=[events.append])
+    weights = [e.metrics["train_kl_weight"] for e in events if e.kind == "step"]
+    # 0 for the delay, then kl_scale * (1 - rate ** (step - delay)).
+    np.testing.assert_allclose(weights, [0.0, 0.0, 0.0, 0.05, 0.075, 0.0875], rtol=1e-12)
+    with pytest.raises(ConfigError, match=r"`TrainConfig.kl_scale` must be non-negative; got -1"):
+        TrainConfig(kl_scale=-1)
 
 
 def test_interrupted_run_resumes_exactly(tmp_path) -> None:
