@@ -16,9 +16,9 @@ class MLPGRUCell(nn.Module):
     """A GRU update whose gates and candidate state are one-hidden-layer MLPs.
 
     The cell of the reference implementation of Rubanova et al. 2019: the state is a mean and a
-    standard deviation (each H wide), both gated; the gates see both and the input. Wider than
-    ``nn.GRUCell`` (``units`` hidden units per MLP rather than a linear map), which lets the
-    encoder pick out frequency and phase from few noisy points in fewer training steps.
+    standard deviation (each H wide), both gated; the gates see both and the input. The update
+    and reset gates share one hidden layer (the reference has one MLP each). An encoder pass with
+    it costs about 1.7x one with ``nn.GRUCell`` on CPU.
 
     Args:
         input_dim: width of the input (values and mask).
@@ -57,11 +57,14 @@ class ODERNNEncoder(nn.Module):
         latent_dim: L.
         units: hidden units of the hidden-state ODE's MLP.
         max_step: longest Euler step (normalised time) of the hidden-state evolution.
+        cell: ``gru`` (``nn.GRUCell``) or ``mlp_gru`` (:class:`MLPGRUCell`).
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, units: int,
                  max_step: float, cell: str = "gru") -> None:
         super().__init__()
+        if cell not in ("gru", "mlp_gru"):
+            raise ValueError(f"`cell` must be 'gru' or 'mlp_gru'; got {cell!r}.")
         self.hidden_dim = hidden_dim
         self.max_step = max_step
         self.ode = nn.Sequential(nn.Linear(hidden_dim, units), nn.Tanh(),

@@ -38,11 +38,8 @@ def _mlp(width: int, units: int, layers: int) -> nn.Sequential:
 
 
 def _init_mlp(net: nn.Module, std: float = 0.1) -> None:
-    """The reference implementation's initialisation of its MLPs: N(0, std²) weights, zero biases.
-
-    Larger than PyTorch's default for 100-unit layers, so the latent dynamics start out able to
-    move the state (with the default the decoder sits on the mean curve for longer).
-    """
+    """The reference implementation's initialisation of its MLPs: N(0, std²) weights, zero biases
+    (``utils.init_network_weights`` there)."""
     for m in net.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, mean=0.0, std=std)
