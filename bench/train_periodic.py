@@ -62,6 +62,9 @@ def main() -> None:
                      help="the reference takes one Euler step for gaps up to ~3/50 of the span")
     ref.add_argument("--time-scale", type=float, default=1.0,
                      help="seconds per normalised time unit (1: the reference's raw [0, 5])")
+    ref.add_argument("--dynamics-rotation", type=float, default=6.0,
+                     help="not the reference's: a linear part of the latent dynamics that starts "
+                          "as rotations at 2-6 rad/s (0: the MLP alone)")
     ref.add_argument("--latent-dim", type=int, default=10)
     ref.add_argument("--encoder-hidden", type=int, default=20)
     ref.add_argument("--units", type=int, default=100, help="hidden units of every MLP")
@@ -80,7 +83,8 @@ def main() -> None:
     model_cfg = ModelConfig(
         input_dim=1, latent_dim=args.latent_dim, encoder_hidden=args.encoder_hidden,
         encoder_units=args.units, dynamics_units=args.units, encoder_cell=args.encoder_cell,
-        encoder_max_step=args.encoder_max_step, solver=SolverConfig(rtol=args.rtol, atol=args.atol))
+        encoder_max_step=args.encoder_max_step, dynamics_rotation=args.dynamics_rotation,
+        solver=SolverConfig(rtol=args.rtol, atol=args.atol))
     fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
                       lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None,

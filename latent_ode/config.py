@@ -77,6 +77,11 @@ class ModelConfig:
         dynamics_units: hidden units of each layer of the latent dynamics MLP.
         dynamics_layers: number of hidden layers of the latent dynamics MLP (the reference
             implementation uses two).
+        dynamics_rotation: when positive, the latent dynamics are ``A z + MLP(z)`` with a
+            learnable ``A`` that starts as rotations in ``latent_dim // 2`` planes, at angular
+            frequencies drawn uniformly from ``[dynamics_rotation / 3, dynamics_rotation]``
+            radians per unit of normalised time; 0 (default): the MLP alone. For oscillating
+            data this shortens the initial plateau where the model predicts the mean curve.
         obs_std: standard deviation of the Gaussian observation noise, on the normalised scale
             (the reference uses 0.01 for the toy data and PhysioNet).
         encoder_cell: the ODE-RNN's update at an observation: ``gru`` (``torch.nn.GRUCell``) or
@@ -92,6 +97,7 @@ class ModelConfig:
     encoder_units: int = 100
     dynamics_units: int = 100
     dynamics_layers: int = 2
+    dynamics_rotation: float = 0.0
     obs_std: float = 0.01
     encoder_cell: Literal["gru", "mlp_gru"] = "gru"
     encoder_max_step: float = 0.02
@@ -105,6 +111,8 @@ class ModelConfig:
                    "a positive integer")
         _check(isinstance(self.dynamics_layers, int) and self.dynamics_layers >= 0,
                "ModelConfig.dynamics_layers", self.dynamics_layers, "a non-negative integer")
+        _check(self.dynamics_rotation >= 0, "ModelConfig.dynamics_rotation",
+               self.dynamics_rotation, "non-negative")
         _check(self.obs_std > 0, "ModelConfig.obs_std", self.obs_std, "positive")
         _check(self.encoder_max_step > 0, "ModelConfig.encoder_max_step", self.encoder_max_step,
                "positive")

@@ -26,12 +26,15 @@ def periodic_small():
     return datasets.periodic(40, n_times=30, seed=3)
 
 
-# Every model invariant and the persistence tests run with both encoder cells.
-@pytest.fixture(params=["gru", "mlp_gru"])
+# Every model invariant and the persistence tests run with both encoder cells and with the
+# rotation part of the latent dynamics.
+@pytest.fixture(params=[("gru", 0.0), ("mlp_gru", 0.0), ("gru", 3.0)],
+                ids=["gru", "mlp_gru", "rotation"])
 def forecaster(request, periodic_small) -> Forecaster:
+    cell, rotation = request.param
     norm = Normaliser.fit(periodic_small, kind="standard")
     cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16, encoder_cell=request.param)
+                      dynamics_units=16, encoder_cell=cell, dynamics_rotation=rotation)
     return Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
 
 

@@ -162,3 +162,34 @@ def test_euler_steps_of_a_series_do_not_depend_on_its_batch() -> None:
         ni, si, mi = euler_schedule(dt[i:i + 1], max_step=0.1)
         alone = fixed_step_evolve(field, h0[i:i + 1], ni[:, 0], si[:, 0], mi[0])
         torch.testing.assert_close(batch[i:i + 1], alone, rtol=1e-12, atol=1e-14)
+
+
+def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() -> None:
+    from latent_ode import ModelConfig
+    from latent_ode.model import LatentODE, RotationDynamics
+
+    torch.manual_seed(0)
+    model = LatentODE(ModelConfig(input_dim=1, latent_dim=5, dynamics_rotation=6.0)).double()
+    dyn = model.dynamics
+    assert isinstance(dyn, RotationDynamics)
+    a = dyn.linear.detach()
+    torch.testing.assert_close(a, -a.T, rtol=0, atol=0)  # skew-symmetric: rotations
+    omega = torch.tensor([a[0, 1], a[2, 3]])
+    assert bool(((omega >= 2.0) & (omega <= 6.0)).all()) and float(a[4].abs().sum()) == 0.0
+    # With the MLP silenced the latent ODE is linear: its solution is exp(A t) z0.
+    with torch.no_grad():
+        dyn.mlp[-1].weight.zero_()
+        dyn.mlp[-1].bias.zero_()
+    z0 = torch.randn(3, 5, dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.5, 2.0], [0.3, 1.0, 4.0], [0.0, 0.0, 1.5]], dtype=torch.float64)
+    sol = solve(dyn, z0, t, TIGHT)
+    exact = torch.stack([torch.stack([torch.linalg.matrix_exp(a * ti) @ z0[b] for ti in t[b]])
+                         for b in range(3)])
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=EXACT_ODE_ATOL)
+
+
+def test_model_config_rejects_negative_rotation() -> None:
+    from latent_ode import ModelConfig
+
+    with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_rotation` must be non-negative"):
+        ModelConfig(input_dim=1, dynamics_rotation=-1.0)
