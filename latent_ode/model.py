@@ -24,7 +24,7 @@ from latent_ode.likelihoods import (
 )
 from latent_ode.solver import ODESolution, solve
 
-__all__ = ["LatentODE", "LossOutput"]
+__all__ = ["LatentODE", "LossOutput", "RotationDynamics"]
 
 
 def _mlp(width: int, units: int, layers: int) -> nn.Sequential:
