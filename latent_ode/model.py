@@ -107,9 +107,10 @@ class LatentODE(nn.Module):
         )
         self.dynamics = _mlp(config.latent_dim, config.dynamics_units, config.dynamics_layers)
         self.decoder = nn.Linear(config.latent_dim, config.input_dim)
-        for net in (self.dynamics, self.encoder.ode, self.encoder.to_z0, *(
-                [self.encoder.gru] if config.encoder_cell == "mlp_gru" else [])):
-            _init_mlp(net)
+        # nn.GRUCell keeps PyTorch's initialisation; every MLP gets the reference's.
+        for net in (self.dynamics, self.encoder.ode, self.encoder.to_z0, self.encoder.gru):
+            if not isinstance(net, nn.GRUCell):
+                _init_mlp(net)
         if config.dynamics_rotation > 0:
             self.dynamics = RotationDynamics(self.dynamics, config.latent_dim,
                                              config.dynamics_rotation)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from latent_ode import SolverConfig, SolverError
+from latent_ode import ModelConfig, SolverConfig, SolverError
 from latent_ode.errors import ShapeError
+from latent_ode.model import LatentODE, RotationDynamics
 from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 
@@ -165,9 +166,6 @@ def test_euler_steps_of_a_series_do_not_depend_on_its_batch() -> None:
 
 
 def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() -> None:
-    from latent_ode import ModelConfig
-    from latent_ode.model import LatentODE, RotationDynamics
-
     torch.manual_seed(0)
     model = LatentODE(ModelConfig(input_dim=1, latent_dim=5, dynamics_rotation=6.0)).double()
     dyn = model.dynamics
@@ -189,7 +187,5 @@ def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() ->
 
 
 def test_model_config_rejects_negative_rotation() -> None:
-    from latent_ode import ModelConfig
-
     with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_rotation` must be non-negative"):
         ModelConfig(input_dim=1, dynamics_rotation=-1.0)
