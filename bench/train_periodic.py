@@ -13,6 +13,7 @@ JSON. Reference (its authors' code, run alone on this kind of 2-core machine): i
 
     python bench/train_periodic.py --task interpolation --budget 180
     python bench/train_periodic.py --task extrapolation --budget 95
+    python bench/train_periodic.py --device cuda --batch-size 200
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5, help="epochs between test evaluations")
     p.add_argument("--val-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--verbose", action="store_true", help="print training metrics every 16 steps")
     p.add_argument("--out", type=Path, default=Path("bench/results/train_periodic.json"))
     # The defaults below are the reference implementation's settings (run_models.py and
@@ -85,7 +87,7 @@ def main() -> None:
         encoder_units=args.units, dynamics_units=args.units, encoder_cell=args.encoder_cell,
         encoder_max_step=args.encoder_max_step, dynamics_rotation=args.dynamics_rotation,
         solver=SolverConfig(rtol=args.rtol, atol=args.atol))
-    fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed)
+    fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed).to(args.device)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
                       lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None,
                       progress=False, val_every=args.val_every, log_every=16, seed=args.seed,
@@ -123,7 +125,8 @@ def main() -> None:
     summary = {
         "task": args.task, "per_series_times": args.per_series_times, "budget_s": args.budget,
         "steps": result.steps, "epochs": result.epochs, "train_s": result.elapsed_s,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "device": str(fc.device),
+        "device_name": torch.cuda.get_device_name(fc.device) if fc.device.type == "cuda" else "cpu",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "curve": curve,
         "final_best_checkpoint": final,

@@ -46,7 +46,9 @@ def compact(obs: Observations, keep: Tensor) -> Observations:
 def interpolation_task(obs: Observations, fraction: float, *,
                        generator: torch.Generator | None = None) -> tuple[Observations, Observations]:
     """Context: a random ``fraction`` of each series' points (at least one); target: all points."""
-    u = torch.rand(obs.times.shape, generator=generator, device=obs.times.device)
+    # Drawn on the CPU (where seeded generators live) so that a seed picks the same points on
+    # any device.
+    u = torch.rand(obs.times.shape, generator=generator).to(obs.times.device)
     keep = (u < fraction) & obs.valid
     # Guarantee one point per series: the one with the smallest draw.
     first_choice = torch.where(obs.valid, u, 2.0).argmin(dim=1)
