@@ -47,6 +47,12 @@ class SolverConfig:
             (Chen et al. 2018, Sec. 2) with torchdiffeq's ``odeint_adjoint`` and the seminorm of
             Kidger et al. 2021, so memory stays flat in the number of steps.
         adjoint_max_steps: step limit per output interval of torchdiffeq in adjoint mode.
+        adjoint_grid: the time grid the adjoint solves the batch on. ``union``: the union of
+            the batch's times (cheap where the series share their times, up to B times longer
+            where they do not, and the backward pass restarts at every point of it);
+            ``warped``: a change of time variable in which every series reaches its k-th time
+            at s = k, so the grid has Q + 1 points whatever the times; ``auto`` (default): the
+            union where it is at most twice as long as the warped grid, else warped.
     """
 
     method: Literal["dopri5", "tsit5"] = "dopri5"
@@ -55,6 +61,7 @@ class SolverConfig:
     max_steps: int = 2000
     gradient: Literal["backprop", "adjoint"] = "backprop"
     adjoint_max_steps: int = 2000
+    adjoint_grid: Literal["auto", "union", "warped"] = "auto"
 
     def __post_init__(self) -> None:
         _check_literals(self)

@@ -22,6 +22,7 @@ solved from 0 to each series' own (relative) evaluation times.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -197,17 +198,36 @@ def _solve_isolating(
 
 
 def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig) -> ODESolution:
+    """torchdiffeq's adjoint on a grid shared by the batch.
+
+    Where the series share their times (or nearly), the grid is the union of the batch's times.
+    Where they do not, the union is up to B times longer than one series, and the adjoint's
+    backward pass restarts at every grid point: instead the batch is solved in a warped time
+    s in [0, Q] in which every series reaches its k-th time at s = k (``_Warped``), so the shared
+    grid is 0, 1, ..., Q whatever the times (``SolverConfig.adjoint_grid``).
+    """
     b, q = t_eval.shape
     # Union grid of the batch, starting at 0: (U,)
     grid, inverse = torch.unique(torch.cat([t_eval.new_zeros(1), t_eval.flatten()]),
                                  sorted=True, return_inverse=True)
-    inverse = inverse[1:].reshape(b, q)  # (B, Q) positions of each series' times in the grid
-    func = _Autonomous(field)
+    warp = (config.adjoint_grid == "warped"
+            or (config.adjoint_grid == "auto" and grid.numel() > 2 * (q + 1)))
+    func: nn.Module = _Autonomous(field)
+    options: dict[str, object] = {"max_num_steps": config.adjoint_max_steps}
+    if warp:
+        delta = torch.cat([t_eval.new_zeros(b, 1), t_eval], dim=1).diff(dim=1)  # (B, Q)
+        func = _Warped(field, delta)
+        grid = torch.arange(q + 1, dtype=t_eval.dtype, device=t_eval.device)
+        # dt/ds jumps at every integer s: the forward solve steps onto each one.
+        options["jump_t"] = grid[1:-1]
+        inverse = torch.arange(1, q + 1, device=t_eval.device).expand(b, q)
+    else:
+        inverse = inverse[1:].reshape(b, q)  # (B, Q) positions of each series' times in the grid
     counter = _CountingField(func)
     try:
         ys_grid = odeint_adjoint(
             counter, y0, grid, rtol=config.rtol, atol=config.atol, method=config.method,
-            options={"max_num_steps": config.adjoint_max_steps},
+            options=options,
             adjoint_options={"norm": "seminorm", "max_num_steps": config.adjoint_max_steps},
             adjoint_params=tuple(field.parameters()),
         )  # (U, B, L), time-first as torchdiffeq returns it
@@ -222,6 +242,27 @@ def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverC
     stats = SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
                         nfe=counter.nfe, steps=0)
     return ODESolution(ys=ys, failed=failed, stats=stats)
+
+
+class _Warped(nn.Module):
+    """``dy/ds = field(y) dt/ds`` with each series' time t(s) piecewise linear through its own
+    times: t(k) = t_k (t_0 = 0), so dt/ds = t_k - t_(k-1) on (k - 1, k).
+
+    A change of variables, so y(s = k) is exactly the state at the series' k-th time; padding
+    (a repeated time) has dt/ds = 0 and leaves the state unchanged. At an integer s the segment
+    is the one ending there (ceil(s) - 1): the forward solve reaches integers through torchdiffeq's
+    ``jump_t`` (which evaluates just beside them), and each backward interval (k - 1, k) starts
+    at s = k and needs segment k.
+    """
+
+    def __init__(self, field: nn.Module, delta: Tensor) -> None:
+        super().__init__()
+        self.field = field
+        self.delta = delta  # (B, Q)
+
+    def forward(self, s: Tensor, y: Tensor) -> Tensor:
+        k = min(max(math.ceil(float(s.detach())) - 1, 0), self.delta.shape[1] - 1)
+        return self.field(y) * self.delta[:, k, None]
 
 
 class _CountingField(nn.Module):

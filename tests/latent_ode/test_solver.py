@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from latent_ode import ModelConfig, SolverConfig, SolverError
+from latent_ode import ConfigError, ModelConfig, SolverConfig, SolverError
 from latent_ode.errors import ShapeError
 from latent_ode.model import LatentODE, RotationDynamics
 from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
@@ -66,12 +66,26 @@ def test_adjoint_path_matches_exact_solution() -> None:
     torch.testing.assert_close(sol.ys[..., 0], y0 * torch.exp(-0.3 * t), rtol=0, atol=EXACT_ODE_ATOL)
 
 
-def test_adjoint_gradients_match_backprop_through_the_solver() -> None:
+@pytest.mark.parametrize("grid", ["union", "warped"])
+def test_adjoint_on_either_grid_matches_exact_solution_with_own_times_and_padding(grid) -> None:
+    k = 0.7
+    y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64)
+    # Own times per series, a point at 0, and padding (a repeated last time).
+    t = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.1, 0.2, 3.0, 4.0], [0.0, 0.3, 0.3, 0.3]],
+                     dtype=torch.float64)
+    cfg = SolverConfig(rtol=1e-10, atol=1e-12, max_steps=100_000, adjoint_grid=grid)
+    sol = solve(Linear(torch.tensor([[-k]], dtype=torch.float64)), y0, t, cfg, adjoint=True)
+    torch.testing.assert_close(sol.ys[..., 0], y0 * torch.exp(-k * t), rtol=0, atol=EXACT_ODE_ATOL)
+
+
+@pytest.mark.parametrize("grid", ["union", "warped"])
+def test_adjoint_gradients_match_backprop_through_the_solver(grid) -> None:
     torch.manual_seed(0)
     field = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3)).double()
     y0 = torch.randn(4, 3, dtype=torch.float64)
     t = torch.sort(torch.rand(4, 6, dtype=torch.float64) * 2.0, dim=1).values
-    cfg = SolverConfig(rtol=1e-8, atol=1e-10, max_steps=100_000)
+    t[1, -2:] = t[1, -3]  # padding
+    cfg = SolverConfig(rtol=1e-8, atol=1e-10, max_steps=100_000, adjoint_grid=grid)
 
     def grads(adjoint: bool) -> list[torch.Tensor]:
         field.zero_grad()
@@ -81,6 +95,24 @@ def test_adjoint_gradients_match_backprop_through_the_solver() -> None:
 
     for g_adj, g_bp in zip(grads(True), grads(False), strict=True):
         torch.testing.assert_close(g_adj, g_bp, rtol=ADJOINT_RTOL, atol=ADJOINT_RTOL * g_bp.abs().max())
+
+
+def test_adjoint_grid_auto_warps_only_where_the_union_is_long() -> None:
+    field = Linear(torch.tensor([[-0.5]], dtype=torch.float64))
+    y0 = torch.ones(8, 1, dtype=torch.float64)
+    shared = torch.linspace(0.1, 2.0, 5, dtype=torch.float64).repeat(8, 1)
+    own = torch.sort(torch.rand(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+                     dim=1).values
+    cfg = SolverConfig(rtol=1e-6, atol=1e-8)
+    # NFE tells the grids apart: the warped forward solve steps onto every integer s, and
+    # the union's forward solve does not stop at its grid points.
+    nfe = {(name, grid): solve(field, y0, t, SolverConfig(**{**cfg.__dict__, "adjoint_grid": grid}),
+                               adjoint=True).stats.nfe
+           for name, t in (("shared", shared), ("own", own)) for grid in ("auto", "union", "warped")}
+    assert nfe["shared", "auto"] == nfe["shared", "union"] != nfe["shared", "warped"]
+    assert nfe["own", "auto"] == nfe["own", "warped"] != nfe["own", "union"]
+    with pytest.raises(ConfigError, match="adjoint_grid"):
+        SolverConfig(adjoint_grid="shared")
 
 
 def test_blowup_fails_within_step_limit_without_hanging() -> None:
