@@ -32,12 +32,16 @@ def test_harmonic_oscillator_on_cuda_matches_exact_solution(cuda_device, adjoint
     torch.testing.assert_close(sol.ys[..., 0], exact_x, rtol=0, atol=EXACT_ODE_ATOL)
 
 
-def test_exponential_decay_on_cuda_with_per_series_times(cuda_device) -> None:
+@pytest.mark.parametrize(("adjoint", "grid"), [(False, "auto"), (True, "union"), (True, "warped")],
+                         ids=["backprop", "adjoint-union", "adjoint-warped"])
+def test_exponential_decay_on_cuda_with_per_series_times(cuda_device, adjoint, grid) -> None:
     k = 0.7
     y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64, device=cuda_device)
     t = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.1, 0.2, 3.0, 4.0], [0.0, 0.0, 0.3, 9.0]],
                      dtype=torch.float64, device=cuda_device)
-    sol = solve(Linear(torch.tensor([[-k]], dtype=torch.float64, device=cuda_device)), y0, t, TIGHT)
+    cfg = SolverConfig(**{**TIGHT.__dict__, "adjoint_grid": grid})
+    sol = solve(Linear(torch.tensor([[-k]], dtype=torch.float64, device=cuda_device)), y0, t, cfg,
+                adjoint=adjoint)
     torch.testing.assert_close(sol.ys[..., 0], y0 * torch.exp(-k * t), rtol=0, atol=EXACT_ODE_ATOL)
 
 
@@ -100,9 +104,9 @@ def test_training_on_cuda_beats_linear_interpolation_and_loads_on_cpu(cuda_devic
 
 
 def test_adjoint_training_on_cuda_takes_the_steps_backprop_takes_on_cpu(cuda_device) -> None:
-    """Same data, seed and draws (taken on the CPU): two adjoint steps on the GPU land where two
-    backprop steps on the CPU do. (A shared grid: the adjoint's union grid is then 20 points.)"""
-    data = datasets.periodic(60, n_times=20, shared_grid=True, seed=0)
+    """Same data, seed and draws (taken on the CPU): two adjoint steps on the GPU (series with
+    their own times, so in warped time) land where two backprop steps on the CPU do."""
+    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     cfg = TrainConfig(batch_size=10, max_steps=2, progress=False, seed=3, task="extrapolation")
     small = dict(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16, dynamics_units=16,
