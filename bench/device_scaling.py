@@ -74,19 +74,16 @@ def main() -> None:
     own = datasets.periodic(256, n_times=100, t_max=5.0, shared_grid=False, seed=0)
     norm = Normaliser.fit(shared[:800], kind="none", time_scale=1.0)
     rows: list[dict[str, object]] = []
+    cases = (("train_step", (50, 200, 800), train_step_s, shared),
+             ("predict", (1, 16, 256), predict_s, own))
     for device in devices:
-        for batch in (50, 200, 800):
-            s = train_step_s(device, batch, norm, shared, args.repeats)
-            rows.append({"what": "train_step", "device": device, "batch": batch, "seconds": s,
-                         "series_per_s": batch / s})
-            print(f"train step  {device:4s} batch {batch:4d}: {s * 1e3:8.1f} ms  {batch / s:8.1f} series/s",
-                  flush=True)
-        for batch in (1, 16, 256):
-            s = predict_s(device, batch, norm, own, args.repeats)
-            rows.append({"what": "predict", "device": device, "batch": batch, "seconds": s,
-                         "series_per_s": batch / s})
-            print(f"predict     {device:4s} batch {batch:4d}: {s * 1e3:8.1f} ms  {batch / s:8.1f} series/s",
-                  flush=True)
+        for what, batches, measure, data in cases:
+            for batch in batches:
+                s = measure(device, batch, norm, data, args.repeats)
+                rows.append({"what": what, "device": device, "batch": batch, "seconds": s,
+                             "series_per_s": batch / s})
+                print(f"{what:10s}  {device:4s} batch {batch:4d}: {s * 1e3:8.1f} ms  "
+                      f"{batch / s:8.1f} series/s", flush=True)
     summary: dict[str, object] = {
         "threads": args.threads, "repeats": args.repeats,
         "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None, "rows": rows,
