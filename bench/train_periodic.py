@@ -19,6 +19,7 @@ JSON. Reference (its authors' code, run alone on this kind of 2-core machine): i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -43,9 +44,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/train_periodic.json"))
     # The defaults below are the reference implementation's settings (run_models.py and
     # lib/create_latent_ode_model.py of Rubanova et al.), expressed in this library's terms,
-    # except the optimiser: Adam at 3e-3 with clipping left the initial plateau (the model
-    # predicting the mean curve) on every seed we ran, the reference's Adamax at 1e-2 without
-    # clipping on one of two (README).
+    # except three: the optimiser (Adam at 3e-3 with clipping left the initial plateau, the model
+    # predicting the mean curve, on every seed we ran; the reference's Adamax at 1e-2 without
+    # clipping on one of two), the rotating latent dynamics, and looser solver tolerances
+    # (README).
     ref = p.add_argument_group("training and model settings (defaults: the reference's)")
     ref.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
     ref.add_argument("--lr", type=float, default=3e-3)
@@ -70,8 +72,10 @@ def main() -> None:
     ref.add_argument("--latent-dim", type=int, default=10)
     ref.add_argument("--encoder-hidden", type=int, default=20)
     ref.add_argument("--units", type=int, default=100, help="hidden units of every MLP")
-    ref.add_argument("--rtol", type=float, default=1e-3)
-    ref.add_argument("--atol", type=float, default=1e-4)
+    ref.add_argument("--rtol", type=float, default=1e-2,
+                     help="not the reference's (1e-3): the rotating dynamics need many dopri5 steps "
+                          "at 1e-3; the final weights are also evaluated at 1e-3")
+    ref.add_argument("--atol", type=float, default=1e-3, help="not the reference's (1e-4)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -122,6 +126,10 @@ def main() -> None:
 
     result = fit(fc, train, val, cfg, callbacks=[on_event])
     final = evaluate(fc, test, num_samples=16).metrics
+    # The same weights solved at the reference's tolerances: a model trained at loose tolerances
+    # must not depend on its solver's error.
+    fc.model.config = dataclasses.replace(model_cfg, solver=SolverConfig(rtol=1e-3, atol=1e-4))
+    final_ref_tol = evaluate(fc, test, num_samples=16).metrics
     summary = {
         "task": args.task, "per_series_times": args.per_series_times, "budget_s": args.budget,
         "steps": result.steps, "epochs": result.epochs, "train_s": result.elapsed_s,
@@ -130,6 +138,7 @@ def main() -> None:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "curve": curve,
         "final_best_checkpoint": final,
+        "final_best_checkpoint_at_rtol_1e-3": final_ref_tol,
         "reference": {"interp_mse": {"epoch30": 0.054, "epoch60": 0.0104, "epoch100": 0.0037,
                                      "epoch100_s": 917},
                       "extrap_mse": {"epoch60": 0.040, "epoch100": 0.0093, "epoch100_s": 473}},
@@ -137,6 +146,8 @@ def main() -> None:
     print(f"final (best validated weights): interp MSE {final['interp_mse']:.5f}, "
           f"extrap MSE {final['extrap_mse']:.5f}, linear-interp baseline "
           f"{final['linear_interp_mse']:.5f}, {result.steps} steps in {result.elapsed_s:.0f} s")
+    print(f"the same weights solved at rtol 1e-3, atol 1e-4: interp MSE {final_ref_tol['interp_mse']:.5f}, "
+          f"extrap MSE {final_ref_tol['extrap_mse']:.5f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.out}")
