@@ -6,7 +6,8 @@ step (interpolation task, backprop through the solver) at batch 50, 200 and 800 
 shared by the batch. Prediction: ``Forecaster.predict`` with 32 latent samples at 100 query times
 on [0, 7.5], for 1, 16 and 256 series with their own times (a service request's shape). Every
 figure is the mean of several repetitions after a warm-up, each device in the same process, so
-the ratios between devices are what to read.
+the ratios between devices are what to read. (A timed training run is one ``fit`` call, whose
+closing validation over 5 series is included: a few percent of the repetitions' time.)
 
     python bench/device_scaling.py                 # CPU, and CUDA when present
     python bench/device_scaling.py --threads 4
