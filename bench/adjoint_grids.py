@@ -18,11 +18,11 @@ own hours, min-max normalised, time in days), the model is ``physionet.toml``'s 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 
 from latent_ode import ModelConfig, Normaliser, SolverConfig, collate, datasets
 from latent_ode.model import LatentODE
@@ -101,9 +101,7 @@ def main() -> None:
         line += (f"; union / warped time {summary['union_over_warped_time']:.1f}x, gradient difference "
                  f"(union) {rows['adjoint_union']['max_rel_grad_diff_vs_backprop']:.1e}")
     print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

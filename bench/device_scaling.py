@@ -16,12 +16,12 @@ closing validation over 5 series is included: a few percent of the repetitions' 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results
 
 from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, fit
 
@@ -99,9 +99,7 @@ def main() -> None:
         summary["ratios"] = ratios
         for k, v in ratios.items():
             print(f"{k}: {v:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _results import write_results
 
 MODEL_NAME = "serve-load"
 LEVELS = (1, 8, 32, 64)
@@ -263,15 +264,13 @@ def main() -> None:
         print(f"p50 with one client (batching on): {single['p50_ms']:.1f} ms (target < 30 ms)")
     print(f"errors: {summary['errors']} (target 0)")
     out = args.out or Path("bench/results") / f"serve_load-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_results(out, {
         "runs": runs, "summary": summary, "seconds_per_level": args.seconds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "workload": {"observations": 50, "query_times": 50, "num_samples": 32,
                      "series_per_request": 1},
-    }, indent=2))
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

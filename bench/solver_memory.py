@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_results
+
 HORIZONS = (1, 4, 10)
 MODES = ("backprop", "adjoint")
 
@@ -120,9 +122,7 @@ def main() -> None:
     for k, v in summary.items():
         if k.endswith("ratio_10x_vs_1x"):
             print(f"{k}: {v:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

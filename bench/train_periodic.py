@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 
 from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, evaluate, fit
 
@@ -148,9 +148,7 @@ def main() -> None:
           f"{final['linear_interp_mse']:.5f}, {result.steps} steps in {result.elapsed_s:.0f} s")
     print(f"the same weights solved at rtol 1e-3, atol 1e-4: interp MSE {final_ref_tol['interp_mse']:.5f}, "
           f"extrap MSE {final_ref_tol['extrap_mse']:.5f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":
