@@ -209,6 +209,18 @@ def test_step_limit_is_a_solver_error_naming_the_series(forecaster, periodic_sma
     assert info.value.series == (0, 1)
 
 
+def test_evaluate_solves_with_the_solver_it_is_given(forecaster, periodic_small) -> None:
+    from latent_ode import evaluate
+
+    own = evaluate(forecaster, periodic_small[:8], num_samples=2).metrics
+    same = evaluate(forecaster, periodic_small[:8], num_samples=2,
+                    solver=forecaster.model_config.solver).metrics
+    assert same == own
+    # A one-step budget only fails if the override reaches the solver.
+    with pytest.raises(SolverError, match=r"exceeded its budget \(1 steps\)"):
+        evaluate(forecaster, periodic_small[:8], num_samples=2, solver=SolverConfig(max_steps=1))
+
+
 @pytest.mark.gpu
 def test_gpu_predictions_match_cpu(cuda_device, forecaster, periodic_small) -> None:
     cpu = forecaster.predict(periodic_small[:4], [QUERIES] * 4, num_samples=4)
