@@ -120,12 +120,22 @@ def _noise_generator(config: TrainConfig, step: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed((config.seed * 1_000_003 + step) * 1009 + rank)
 
 
-def _average_gradients(model: LatentODE, world: int) -> None:
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-        p.grad /= world
+def _average_gradients(model: LatentODE, world: int, time_up: bool) -> bool:
+    """Average the gradients across processes in one all-reduce, and agree on the time budget.
+
+    The processes' clocks do not agree on the step at which a time budget runs out; one that
+    stopped alone would leave the others waiting in the next all-reduce for ever. So each
+    process's "my time is up" rides in the same buffer, and all stop when any says so.
+    """
+    params = list(model.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_full((1,), float(time_up))])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = (flat[offset:offset + g.numel()] / world).view_as(g)
+        offset += g.numel()
+    return bool(flat[-1] > 0)
 
 
 def _slice(obs: Observations, idx: torch.Tensor) -> Observations:
@@ -215,7 +225,8 @@ def fit(
     under ``torchrun``), every process takes an equal share of each batch, gradients are averaged
     across processes after each backward pass, and only rank 0 calls the callbacks and writes
     checkpoints. Every process validates on the whole validation split, so all of them take the
-    same early-stopping decision.
+    same early-stopping decision; a time budget is agreed in the gradient all-reduce, so all stop
+    at the same step.
 
     Returns:
         TrainResult; the forecaster holds the best weights and ``metadata["training"]``.
@@ -287,6 +298,7 @@ def fit(
     stopped = "max_epochs"
     model.train()
     running: dict[str, float] = {}
+    time_up = False  # with several processes: agreed through the gradient all-reduce
     with _progress(config, total, enabled=rank == 0) as advance:
         advance(state["step"], {})
         while state["epoch"] < config.max_epochs:
@@ -294,7 +306,8 @@ def fit(
                 if config.max_steps is not None and state["step"] >= config.max_steps:
                     stopped = "max_steps"
                     break
-                if config.max_time_s is not None and time.monotonic() - started >= config.max_time_s:
+                if time_up or (world == 1 and config.max_time_s is not None
+                               and time.monotonic() - started >= config.max_time_s):
                     stopped = "max_time"
                     break
                 k = state["batch_in_epoch"]
@@ -315,7 +328,9 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 res.loss.backward()
                 if world > 1:
-                    _average_gradients(model, world)
+                    time_up = _average_gradients(
+                        model, world, config.max_time_s is not None
+                        and time.monotonic() - started >= config.max_time_s)
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()

@@ -1,8 +1,13 @@
-"""Worker for the distributed-training test: ``python ddp_worker.py RANK WORLD PORT OUT``."""
+"""Worker for the distributed-training tests: ``python ddp_worker.py RANK WORLD PORT OUT [timed]``.
+
+``timed``: train against a time budget while rank 0's callback is slow, so that the ranks' clocks
+pass the budget at different steps.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,11 +28,19 @@ def main() -> None:
                       dynamics_units=16, encoder_max_step=0.1)
     fc = Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=rank)  # rank 0 wins
     events = []
-    res = fit(fc, data[:40], data[40:50], TrainConfig(batch_size=10, max_epochs=2, progress=False,
-                                                     seed=0, log_every=2),
-              callbacks=[events.append], checkpoint_dir=out / f"ckpt{world}", )
+    timed = sys.argv[5:] == ["timed"]
+    if timed:
+        cfg_train = TrainConfig(batch_size=10, max_epochs=1000, max_time_s=1.5, progress=False,
+                                seed=0, log_every=1)
+        callbacks = [events.append, lambda event: time.sleep(0.05)]
+    else:
+        cfg_train = TrainConfig(batch_size=10, max_epochs=2, progress=False, seed=0, log_every=2)
+        callbacks = [events.append]
+    res = fit(fc, data[:40], data[40:50], cfg_train, callbacks=callbacks,
+              checkpoint_dir=out / f"ckpt{world}")
     torch.save({"weights": fc.model.state_dict(), "events": torch.tensor(len(events)),
-                "best": torch.tensor(res.best_metric)}, out / f"rank{rank}-of-{world}.pt")
+                "best": torch.tensor(res.best_metric), "steps": torch.tensor(res.steps),
+                "stopped": res.stopped}, out / f"rank{rank}-of-{world}.pt")
     if world > 1:
         dist.destroy_process_group()
 

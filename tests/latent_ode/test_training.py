@@ -160,3 +160,32 @@ def test_distributed_data_parallel_on_cpu_with_gloo(tmp_path) -> None:
     assert (tmp_path / "ckpt2" / "last.pt").exists()
     # Different latent noise per rank, so not identical; same data and steps, so close.
     assert abs(float(r0["best"]) - float(one["best"])) < 0.5 * float(one["best"])
+
+
+@pytest.mark.integration
+def test_distributed_processes_stop_together_on_a_time_budget(tmp_path) -> None:
+    """Rank 0's slow callback puts the ranks' clocks past the budget at different steps; they
+    must still stop at the same step (one stopping alone would leave the other waiting in the
+    next all-reduce for ever)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import free_port
+
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, str(worker), str(r), "2", port, str(tmp_path),
+                               "timed"], env=env) for r in range(2)]
+    try:
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    r0, r1 = (torch.load(tmp_path / f"rank{r}-of-2.pt", weights_only=True) for r in range(2))
+    assert r0["stopped"] == r1["stopped"] == "max_time"
+    assert int(r0["steps"]) == int(r1["steps"]) > 1
+    for k, v in r0["weights"].items():
+        torch.testing.assert_close(r1["weights"][k], v, rtol=0, atol=0)
