@@ -40,6 +40,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["interpolation", "extrapolation", "both"], default="interpolation")
     p.add_argument("--budget", type=float, default=180.0, help="training seconds")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="also stop after this many steps (to compare settings step for step)")
     p.add_argument("--per-series-times", action="store_true")
     p.add_argument("--seed", type=int, default=0, help="seeds the data set and the run")
     p.add_argument("--eval-every", type=int, default=5, help="epochs between test evaluations")
@@ -117,6 +119,7 @@ def run(rank: int, args: argparse.Namespace, port: int | None) -> None:
         solver=SolverConfig(rtol=args.rtol, atol=args.atol))
     fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed).to(args.device)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,
+                      max_steps=args.max_steps,
                       lr=args.lr, optimizer=args.optimizer, task=args.task, patience=None,
                       progress=False, val_every=args.val_every, log_every=16, seed=args.seed,
                       num_samples=args.num_samples,
