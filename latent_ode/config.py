@@ -141,6 +141,10 @@ class TrainConfig:
         lr_decay: multiplicative learning-rate decay per step.
         lr_min: the learning rate never decays below this.
         grad_clip: global gradient-norm clipping threshold (``None``: off).
+        ema_decay: keep an exponential moving average of the weights, updated after every
+            step with this decay (Polyak averaging; ``None``: off). Validation, the best
+            checkpoint and the returned model then use the averaged weights, which are less
+            noisy than the last step's.
         num_samples: K latent samples per series; with K > 1 the IWAE bound (Burda et al. 2016)
             replaces the ELBO.
         kl_warmup_delay: steps with KL weight 0 before warm-up starts.
@@ -176,6 +180,7 @@ class TrainConfig:
     lr_decay: float = 0.999
     lr_min: float = 1e-3
     grad_clip: float | None = 10.0
+    ema_decay: float | None = None
     num_samples: int = 1
     kl_warmup_delay: int = 10
     kl_warmup_rate: float = 0.99
@@ -209,6 +214,8 @@ class TrainConfig:
         _check(0 < self.lr_min <= self.lr, "TrainConfig.lr_min", self.lr_min, "in (0, lr]")
         _check(self.grad_clip is None or self.grad_clip > 0, "TrainConfig.grad_clip",
                self.grad_clip, "positive or None")
+        _check(self.ema_decay is None or 0 < self.ema_decay < 1, "TrainConfig.ema_decay",
+               self.ema_decay, "in (0, 1) or None")
         _check(self.kl_warmup_delay >= 0, "TrainConfig.kl_warmup_delay", self.kl_warmup_delay,
                "non-negative")
         _check(0 <= self.kl_warmup_rate < 1, "TrainConfig.kl_warmup_rate", self.kl_warmup_rate,

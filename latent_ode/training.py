@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from latent_ode.config import TrainConfig, config_to_dict
 from latent_ode.data import Observations, Series, collate
@@ -261,6 +262,10 @@ def fit(
         "best_metric": math.inf, "best_step": 0, "bad_validations": 0, "elapsed_s": 0.0,
         "history": [],
     }
+    # The model that is validated and kept: the weights' moving average, or the weights.
+    averaged = (None if config.ema_decay is None else
+                AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)))
+    kept = model if averaged is None else averaged.module
     best_weights = copy.deepcopy(model.state_dict())
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if ckpt_path is not None:
@@ -272,6 +277,8 @@ def fit(
         gen.set_state(saved["generator"])
         best_weights = saved["best_weights"]
         state = saved["loop"]
+        if averaged is not None:
+            averaged.load_state_dict(saved["averaged"])
         logger.info("resumed from %s at step %d (epoch %d)", ckpt_path, state["step"], state["epoch"])
     elif resume:
         logger.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
@@ -283,6 +290,7 @@ def fit(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "generator": gen.get_state(), "best_weights": best_weights, "loop": state,
             "config": config_to_dict(config),
+            **({"averaged": averaged.state_dict()} if averaged is not None else {}),
         })
 
     def emit(event: TrainEvent) -> None:
@@ -334,6 +342,8 @@ def fit(
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 metrics = {"loss": float(res.loss.detach()), "mse": float(res.mse.detach().mean()),
@@ -355,16 +365,16 @@ def fit(
                 state["batch_in_epoch"] = 0
                 state["perm"] = torch.randperm(n, generator=gen)
                 if state["epoch"] % config.val_every == 0 or state["epoch"] == config.max_epochs:
-                    if _after_validation(model, val_obs, config, state, emit):
-                        best_weights = copy.deepcopy(model.state_dict())
+                    if _after_validation(kept, val_obs, config, state, emit):
+                        best_weights = copy.deepcopy(kept.state_dict())
                     if config.patience is not None and state["bad_validations"] >= config.patience:
                         stopped = "early_stop"
                         break
                 continue
             break
     if not state["history"] or state["history"][-1]["step"] != state["step"]:
-        if _after_validation(model, val_obs, config, state, emit):
-            best_weights = copy.deepcopy(model.state_dict())
+        if _after_validation(kept, val_obs, config, state, emit):
+            best_weights = copy.deepcopy(kept.state_dict())
     state["elapsed_s"] = time.monotonic() - started
     snapshot()
     model.load_state_dict(best_weights)

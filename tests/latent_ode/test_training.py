@@ -68,8 +68,37 @@ def test_kl_weight_warms_up_to_kl_scale() -> None:
         TrainConfig(kl_scale=-1)
 
 
-def test_interrupted_run_resumes_exactly(tmp_path) -> None:
-    full_cfg = TrainConfig(batch_size=10, max_epochs=3, checkpoint_every=3, progress=False, seed=1)
+def test_moving_average_of_the_weights_is_what_is_validated_and_kept() -> None:
+    """With ``ema_decay`` the training trajectory is unchanged, and the model returned is the
+    exponential moving average of the weights after each step (the first step's weights, then
+    ``avg = d * avg + (1 - d) * w``), validated once at the end."""
+    decay, steps = 0.6, 3  # fewer than the 4 steps of an epoch: one validation, at the end
+    trajectory: list[dict[str, torch.Tensor]] = []
+    raw, tr, va = _setup()
+    cfg = TrainConfig(batch_size=10, max_steps=steps, log_every=1, progress=False, seed=3,
+                      calibrate_noise=False)
+    fit(raw, tr, va, cfg, callbacks=[lambda e: e.kind == "step" and trajectory.append(_weights(raw))])
+    assert len(trajectory) == steps
+    expected = trajectory[0]
+    for w in trajectory[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] for k in w}
+
+    averaged, tr, va = _setup()
+    events: list[TrainEvent] = []
+    res = fit(averaged, tr, va, TrainConfig(**{**cfg.__dict__, "ema_decay": decay}),
+              callbacks=[events.append])
+    for k, v in expected.items():
+        torch.testing.assert_close(_weights(averaged)[k], v, rtol=1e-5, atol=1e-6)
+    assert res.steps == steps and len(res.history) == 1
+    assert not torch.equal(_weights(averaged)["decoder.weight"], trajectory[-1]["decoder.weight"])
+    with pytest.raises(ConfigError, match=r"`TrainConfig.ema_decay` must be in \(0, 1\) or None; got 1"):
+        TrainConfig(ema_decay=1.0)
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_interrupted_run_resumes_exactly(tmp_path, ema_decay) -> None:
+    full_cfg = TrainConfig(batch_size=10, max_epochs=3, checkpoint_every=3, progress=False, seed=1,
+                           ema_decay=ema_decay)
     ref, tr, va = _setup()
     ref_result = fit(ref, tr, va, full_cfg)
 
