@@ -128,7 +128,7 @@ def _torchode_solve(field: nn.Module, y0: Tensor, t_eval: Tensor, config: Solver
     # Backprop treats the step sizes the controller chose as constants: the gradient is that of
     # the solution on the mesh the solver took, not of the mesh's own dependence on the
     # parameters (a numerical artefact). It spares the controller's operations in the backward
-    # pass: 9% off a training step of the `periodic` bench (docs/library.md).
+    # pass: a `periodic` bench training step takes 0.92x the time (docs/library.md).
     adjoint = to.AutoDiffAdjoint(method, controller, max_steps=config.max_steps,
                                  backprop_through_step_size_control=False)
     t_start = torch.zeros_like(t_eval[:, 0])
