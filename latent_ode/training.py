@@ -306,6 +306,10 @@ def fit(
     stopped = "max_epochs"
     model.train()
     running: dict[str, float] = {}
+
+    def budget_spent() -> bool:
+        return config.max_time_s is not None and time.monotonic() - started >= config.max_time_s
+
     time_up = False  # with several processes: agreed through the gradient all-reduce
     with _progress(config, total, enabled=rank == 0) as advance:
         advance(state["step"], {})
@@ -314,8 +318,7 @@ def fit(
                 if config.max_steps is not None and state["step"] >= config.max_steps:
                     stopped = "max_steps"
                     break
-                if time_up or (world == 1 and config.max_time_s is not None
-                               and time.monotonic() - started >= config.max_time_s):
+                if time_up or (world == 1 and budget_spent()):
                     stopped = "max_time"
                     break
                 k = state["batch_in_epoch"]
@@ -336,9 +339,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 res.loss.backward()
                 if world > 1:
-                    time_up = _average_gradients(
-                        model, world, config.max_time_s is not None
-                        and time.monotonic() - started >= config.max_time_s)
+                    time_up = _average_gradients(model, world, budget_spent())
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
