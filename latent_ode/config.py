@@ -160,6 +160,8 @@ class TrainConfig:
             target (0.5 = the first half is observed).
         val_every: validate every this many epochs.
         val_metric: the validation metric for early stopping and the best checkpoint.
+            Validation measures the task(s) the run trains and the task ``val_metric``
+            names; ``val_loss`` and ``val_mse`` average those tasks.
         patience: stop after this many validations without improvement (``None``: never).
         checkpoint_every: write a resumable checkpoint every this many steps.
         log_every: report step metrics to the callbacks every this many steps.

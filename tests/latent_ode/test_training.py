@@ -55,6 +55,24 @@ def test_same_seed_same_run_and_callbacks_report() -> None:
     assert a.metadata["training"]["val_mse"] == min(h["val_mse"] for h in res_a.history)
 
 
+@pytest.mark.parametrize(("task", "val_metric", "validated"), [
+    ("interpolation", "val_mse", {"interp"}),
+    ("extrapolation", "val_loss", {"extrap"}),
+    ("extrapolation", "val_interp_mse", {"interp", "extrap"}),
+    ("both", "val_mse", {"interp", "extrap"}),
+])
+def test_validation_measures_the_trained_task_and_the_selection_metric(task, val_metric,
+                                                                        validated) -> None:
+    fc, tr, va = _setup()
+    cfg = TrainConfig(batch_size=10, max_steps=4, progress=False, task=task,
+                      val_metric=val_metric, calibrate_noise=False)
+    last = fit(fc, tr, va, cfg).history[-1]
+    assert {k.split("_")[1] for k in last if k.endswith("_mse") and k != "val_mse"} == validated
+    # val_mse and val_loss average the tasks validated.
+    assert last["val_mse"] == pytest.approx(np.mean([last[f"val_{p}_mse"] for p in validated]))
+    assert last["val_loss"] == pytest.approx(np.mean([last[f"val_{p}_loss"] for p in validated]))
+
+
 def test_kl_weight_warms_up_to_kl_scale() -> None:
     cfg = TrainConfig(batch_size=10, max_steps=6, log_every=1, progress=False, kl_warmup_delay=2,
                       kl_warmup_rate=0.5, kl_scale=0.1)
