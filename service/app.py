@@ -9,11 +9,13 @@ registry nor the disk cache can provide one, the app still starts: ``/readyz`` a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -26,7 +28,7 @@ from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelStore
 from service.predictor import Job, Limits, SeriesForecast, run_jobs
 
-__all__ = ["ServiceState", "create_app"]
+__all__ = ["ServiceState", "create_app", "solver_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ class ServiceState:
     batcher: MicroBatcher
     metrics: ServiceMetrics
     limits: Limits
-    solver: SolverConfig
     reload_lock: asyncio.Lock
 
 
@@ -58,13 +59,26 @@ def _limits(settings: Settings) -> Limits:
     )
 
 
-def _runner(state_metrics: ServiceMetrics, solver: SolverConfig) -> RunJobs:
+def solver_for(forecaster: Any, settings: Settings) -> SolverConfig:
+    """The solver settings a forecaster is served with: its own method and tolerances (those it
+    was trained and evaluated at) unless the service's settings name others, and the service's
+    step budget per request."""
+    own = forecaster.model.config.solver
+    return dataclasses.replace(
+        own,
+        rtol=settings.solver_rtol if settings.solver_rtol is not None else own.rtol,
+        atol=settings.solver_atol if settings.solver_atol is not None else own.atol,
+        max_steps=settings.solver_max_steps,
+    )
+
+
+def _runner(state_metrics: ServiceMetrics, settings: Settings) -> RunJobs:
     """The blocking batch function the batcher calls: one predict per group, with metrics."""
 
     def run(jobs: Sequence[Job]) -> list[list[SeriesForecast] | Exception]:
         forecaster = jobs[0].model.forecaster
         started = time.perf_counter()
-        results = run_jobs(forecaster, jobs, solver=solver)
+        results = run_jobs(forecaster, jobs, solver=solver_for(forecaster, settings))
         state_metrics.predict_seconds.observe(time.perf_counter() - started)
         state_metrics.batch_requests.observe(len(jobs))
         state_metrics.batch_series.observe(sum(len(job.series) for job in jobs))
@@ -89,11 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     settings = settings or get_settings()
     metrics = ServiceMetrics()
-    solver = SolverConfig(
-        rtol=settings.solver_rtol, atol=settings.solver_atol, max_steps=settings.solver_max_steps
-    )
     batcher = MicroBatcher(
-        _runner(metrics, solver),
+        _runner(metrics, settings),
         enabled=settings.batching_enabled,
         max_series=settings.batch_max_series,
         max_wait_s=settings.batch_max_wait_ms / 1000.0,
@@ -104,7 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher=batcher,
         metrics=metrics,
         limits=_limits(settings),
-        solver=solver,
         reload_lock=asyncio.Lock(),
     )
 

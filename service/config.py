@@ -92,8 +92,14 @@ class Settings(BaseSettings):
     )
 
     # Solver and sampling.
-    solver_rtol: float = Field(1e-3, gt=0, description="Relative tolerance of the ODE solver.")
-    solver_atol: float = Field(1e-4, gt=0, description="Absolute tolerance of the ODE solver.")
+    solver_rtol: float | None = Field(
+        None, gt=0, description="Relative tolerance of the ODE solver; unset: the served "
+        "model's own (the one it was trained and evaluated at)."
+    )
+    solver_atol: float | None = Field(
+        None, gt=0, description="Absolute tolerance of the ODE solver; unset: the served "
+        "model's own."
+    )
     solver_max_steps: int = Field(2_000, ge=1, description="Step budget per series and request.")
     default_num_samples: int = Field(
         32, ge=1, description="Latent samples when a request names none."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 from latent_ode import Series, SolverConfig
 from pipelines.longformat import datetimes_to_float
 from service.app import create_app
-from tests.service.service_helpers import CHANNELS, make_series, series_json
+from tests.service.service_helpers import CHANNELS, make_series, register_version, series_json
 
 # Tolerances, in one place. Same batch: the service runs exactly the library's computation.
 # Across batch compositions the library promises answers within solver tolerance (float32
@@ -213,3 +214,43 @@ def test_solver_budget_fails_only_the_owning_request(make_settings: Any) -> None
                              "(max_steps):")
     assert "LATENT_ODE_SOLVER_MAX_STEPS" in detail
     assert "latent_ode_solver_failures_total 1.0" in metrics
+
+
+@pytest.fixture(scope="module")
+def loose_model(registry: Any) -> tuple[str, Any]:
+    """A registered model trained, as the `periodic` demo is, at rtol 1e-2 with tsit5."""
+    from latent_ode import Forecaster
+
+    base = registry.forecaster
+    config = dataclasses.replace(base.model.config,
+                                 solver=SolverConfig(method="tsit5", rtol=1e-2, atol=1e-3))
+    fc = Forecaster.create(config, base.normaliser, channels=base.channels,
+                           time_unit=base.time_unit, seed=3)
+    register_version(registry.tracking_uri, fc, registry.workdir, name="latent-ode-loose")
+    return "latent-ode-loose", fc
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, ("tsit5", 1e-2, 1e-3)),
+    ({"solver_rtol": 1e-4, "solver_atol": 1e-6}, ("tsit5", 1e-4, 1e-6)),
+])
+def test_a_model_is_served_at_its_own_solver_settings_unless_overridden(
+    make_settings: Any, loose_model: tuple[str, Any], overrides: dict[str, float],
+    expected: tuple[str, float, float],
+) -> None:
+    name, fc = loose_model
+    (s,) = make_series(1, seed=4)
+    queries = np.array([2.0, 9.0, 12.0])
+    with TestClient(create_app(make_settings(model_uri=f"models:/{name}@champion",
+                                             **overrides))) as client:
+        response = client.post("/v1/predict", json={"series": [series_json(s, queries)]})
+    assert response.status_code == 200, response.text
+    answer = response.json()["series"][0]
+    method, rtol, atol = expected
+    assert (answer["solver"]["method"], answer["solver"]["rtol"], answer["solver"]["atol"]) == (
+        method, pytest.approx(rtol), pytest.approx(atol))
+    # The answer is the library's at those settings.
+    (library,) = fc.predict([s], [queries], num_samples=32, quantiles=(0.05, 0.5, 0.95), seed=0,
+                            solver=SolverConfig(method=method, rtol=rtol, atol=atol,
+                                                max_steps=2000))
+    _assert_matches(answer, library, TOL["same_batch"])
