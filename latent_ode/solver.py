@@ -212,11 +212,12 @@ def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverC
     grid is 0, 1, ..., Q whatever the times (``SolverConfig.adjoint_grid``).
     """
     b, q = t_eval.shape
-    # Union grid of the batch, starting at 0: (U,)
-    grid, inverse = torch.unique(torch.cat([t_eval.new_zeros(1), t_eval.flatten()]),
-                                 sorted=True, return_inverse=True)
-    warp = (config.adjoint_grid == "warped"
-            or (config.adjoint_grid == "auto" and grid.numel() > 2 * (q + 1)))
+    warp = config.adjoint_grid == "warped"
+    if not warp:
+        # Union grid of the batch, starting at 0: (U,) (not built when warped time is forced)
+        grid, inverse = torch.unique(torch.cat([t_eval.new_zeros(1), t_eval.flatten()]),
+                                     sorted=True, return_inverse=True)
+        warp = config.adjoint_grid == "auto" and grid.numel() > 2 * (q + 1)
     func: nn.Module = _Autonomous(field)
     options: dict[str, object] = {"max_num_steps": config.adjoint_max_steps}
     if warp:

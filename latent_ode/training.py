@@ -146,7 +146,6 @@ def _slice(obs: Observations, idx: torch.Tensor) -> Observations:
                         lengths=sub.lengths)
 
 
-@torch.no_grad()
 def _validation_tasks(config: TrainConfig) -> tuple[str, ...]:
     """The tasks validation measures: those the run trains, and the one ``val_metric`` names.
 
@@ -160,6 +159,7 @@ def _validation_tasks(config: TrainConfig) -> tuple[str, ...]:
     return tuple(t for t in ("interpolation", "extrapolation") if t in tasks)
 
 
+@torch.no_grad()
 def _validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[str, float]:
     """Deterministic validation metrics: the same context subsets and noise every time.
 

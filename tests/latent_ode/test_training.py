@@ -73,6 +73,24 @@ def test_validation_measures_the_trained_task_and_the_selection_metric(task, val
     assert last["val_loss"] == pytest.approx(np.mean([last[f"val_{p}_loss"] for p in validated]))
 
 
+def test_validation_builds_no_autograd_graph(monkeypatch) -> None:
+    from latent_ode.model import LatentODE
+
+    calls: list[tuple[bool, bool]] = []  # (training mode, grad enabled) of every loss
+    original = LatentODE.loss
+
+    def spy(self, *args, **kwargs):
+        calls.append((self.training, torch.is_grad_enabled()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LatentODE, "loss", spy)
+    fc, tr, va = _setup()
+    fit(fc, tr, va, TrainConfig(batch_size=10, max_steps=4, progress=False,
+                                calibrate_noise=False))
+    assert (True, True) in calls  # training steps
+    assert {grad for training, grad in calls if not training} == {False}
+
+
 def test_kl_weight_warms_up_to_kl_scale() -> None:
     cfg = TrainConfig(batch_size=10, max_steps=6, log_every=1, progress=False, kl_warmup_delay=2,
                       kl_warmup_rate=0.5, kl_scale=0.1)
