@@ -15,12 +15,11 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from fastapi import FastAPI
 
-from latent_ode import SolverConfig
+from latent_ode import Forecaster, SolverConfig
 from service.batching import MicroBatcher, RunJobs
 from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
@@ -28,7 +27,7 @@ from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelStore
 from service.predictor import Job, Limits, SeriesForecast, run_jobs
 
-__all__ = ["ServiceState", "create_app", "solver_for"]
+__all__ = ["ServiceState", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def _limits(settings: Settings) -> Limits:
     )
 
 
-def solver_for(forecaster: Any, settings: Settings) -> SolverConfig:
+def _solver_for(forecaster: Forecaster, settings: Settings) -> SolverConfig:
     """The solver settings a forecaster is served with: its own method and tolerances (those it
     was trained and evaluated at) unless the service's settings name others, and the service's
     step budget per request."""
@@ -78,7 +77,7 @@ def _runner(state_metrics: ServiceMetrics, settings: Settings) -> RunJobs:
     def run(jobs: Sequence[Job]) -> list[list[SeriesForecast] | Exception]:
         forecaster = jobs[0].model.forecaster
         started = time.perf_counter()
-        results = run_jobs(forecaster, jobs, solver=solver_for(forecaster, settings))
+        results = run_jobs(forecaster, jobs, solver=_solver_for(forecaster, settings))
         state_metrics.predict_seconds.observe(time.perf_counter() - started)
         state_metrics.batch_requests.observe(len(jobs))
         state_metrics.batch_series.observe(sum(len(job.series) for job in jobs))
