@@ -146,17 +146,18 @@ def _slice(obs: Observations, idx: torch.Tensor) -> Observations:
                         lengths=sub.lengths)
 
 
+# Each task's prefix in the validation metrics' names (val_interp_mse, val_extrap_loss, ...).
+_PREFIX = {"interpolation": "interp", "extrapolation": "extrap"}
+
+
 def _validation_tasks(config: TrainConfig) -> tuple[str, ...]:
     """The tasks validation measures: those the run trains, and the one ``val_metric`` names.
 
     A single-task run does not pay for validating the other task (half of validation, about
     4% of a `periodic` bench run's time budget).
     """
-    tasks = {"interpolation", "extrapolation"} if config.task == "both" else {config.task}
-    named = {"val_interp_mse": "interpolation", "val_extrap_mse": "extrapolation"}
-    if config.val_metric in named:
-        tasks.add(named[config.val_metric])
-    return tuple(t for t in ("interpolation", "extrapolation") if t in tasks)
+    return tuple(task for task, prefix in _PREFIX.items()
+                 if config.task in (task, "both") or config.val_metric == f"val_{prefix}_mse")
 
 
 @torch.no_grad()
@@ -176,12 +177,10 @@ def _validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[
             res = _batch_loss(model, _slice(val, idx), config, task, 1.0, gen, 1)
             total_loss += float(res.loss) * len(idx)
             total_mse += float(res.mse.sum())
-        prefix = "interp" if task == "interpolation" else "extrap"
-        out[f"val_{prefix}_loss"] = total_loss / n
-        out[f"val_{prefix}_mse"] = total_mse / n
-    prefixes = ["interp" if task == "interpolation" else "extrap" for task in tasks]
-    out["val_loss"] = sum(out[f"val_{p}_loss"] for p in prefixes) / len(prefixes)
-    out["val_mse"] = sum(out[f"val_{p}_mse"] for p in prefixes) / len(prefixes)
+        out[f"val_{_PREFIX[task]}_loss"] = total_loss / n
+        out[f"val_{_PREFIX[task]}_mse"] = total_mse / n
+    out["val_loss"] = sum(out[f"val_{_PREFIX[t]}_loss"] for t in tasks) / len(tasks)
+    out["val_mse"] = sum(out[f"val_{_PREFIX[t]}_mse"] for t in tasks) / len(tasks)
     return out
 
 
