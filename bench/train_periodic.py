@@ -84,6 +84,11 @@ def main() -> None:
     ref.add_argument("--dynamics-rotation", type=float, default=6.0,
                      help="not the reference's: a linear part of the latent dynamics that starts "
                           "as rotations at 2-6 rad/s (0: the MLP alone)")
+    ref.add_argument("--dynamics-bilinear", action=argparse.BooleanOptionalAction, default=True,
+                     help="not the reference's: a bilinear term in the latent dynamics, "
+                          "(P z + a) * (Q z + b), so that a frequency can multiply a phase")
+    ref.add_argument("--dynamics-layers", type=int, default=2,
+                     help="hidden layers of the latent dynamics' MLP")
     ref.add_argument("--latent-dim", type=int, default=10)
     ref.add_argument("--encoder-hidden", type=int, default=20)
     ref.add_argument("--units", type=int, default=100, help="hidden units of every MLP")
@@ -119,6 +124,7 @@ def run(rank: int, args: argparse.Namespace, port: int | None) -> None:
         input_dim=1, latent_dim=args.latent_dim, encoder_hidden=args.encoder_hidden,
         encoder_units=args.units, dynamics_units=args.units, encoder_cell=args.encoder_cell,
         encoder_max_step=args.encoder_max_step, dynamics_rotation=args.dynamics_rotation,
+        dynamics_bilinear=args.dynamics_bilinear, dynamics_layers=args.dynamics_layers,
         solver=SolverConfig(rtol=args.rtol, atol=args.atol))
     fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed).to(args.device)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,

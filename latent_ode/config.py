@@ -89,6 +89,10 @@ class ModelConfig:
             frequencies drawn uniformly from ``[dynamics_rotation / 3, dynamics_rotation]``
             radians per unit of normalised time; 0 (default): the MLP alone. For oscillating
             data this shortens the initial plateau where the model predicts the mean curve.
+        dynamics_bilinear: add a bilinear term ``(P z + a) * (Q z + b)`` (elementwise) to the
+            latent dynamics, so that they can multiply two latent coordinates (a frequency and a
+            phase, say) exactly rather than through the MLP's tanh units. Off by default. The
+            term is quadratic: dynamics that blow up end in ``SolverError`` at the step limit.
         obs_std: standard deviation of the Gaussian observation noise, on the normalised scale
             (the reference uses 0.01 for the toy data and PhysioNet).
         encoder_cell: the ODE-RNN's update at an observation: ``gru`` (``torch.nn.GRUCell``) or
@@ -105,6 +109,7 @@ class ModelConfig:
     dynamics_units: int = 100
     dynamics_layers: int = 2
     dynamics_rotation: float = 0.0
+    dynamics_bilinear: bool = False
     obs_std: float = 0.01
     encoder_cell: Literal["gru", "mlp_gru"] = "gru"
     encoder_max_step: float = 0.02
@@ -120,6 +125,8 @@ class ModelConfig:
                "ModelConfig.dynamics_layers", self.dynamics_layers, "a non-negative integer")
         _check(self.dynamics_rotation >= 0, "ModelConfig.dynamics_rotation",
                self.dynamics_rotation, "non-negative")
+        _check(isinstance(self.dynamics_bilinear, bool), "ModelConfig.dynamics_bilinear",
+               self.dynamics_bilinear, "true or false")
         _check(self.obs_std > 0, "ModelConfig.obs_std", self.obs_std, "positive")
         _check(self.encoder_max_step > 0, "ModelConfig.encoder_max_step", self.encoder_max_step,
                "positive")

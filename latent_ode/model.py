@@ -24,7 +24,7 @@ from latent_ode.likelihoods import (
 )
 from latent_ode.solver import ODESolution, solve
 
-__all__ = ["LatentODE", "LossOutput", "RotationDynamics"]
+__all__ = ["BilinearDynamics", "LatentODE", "LossOutput", "RotationDynamics"]
 
 
 def _mlp(width: int, units: int, layers: int) -> nn.Sequential:
@@ -72,6 +72,24 @@ class RotationDynamics(nn.Module):
         return z @ self.linear.T + self.mlp(z)
 
 
+class BilinearDynamics(nn.Module):
+    """Latent dynamics ``f(z) = inner(z) + (P z + a) * (Q z + b)`` (see
+    ``ModelConfig.dynamics_bilinear``).
+
+    ``P``, ``Q`` (L x L) and ``a``, ``b`` are one linear layer, initialised as the other MLPs.
+    """
+
+    def __init__(self, inner: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.factors = nn.Linear(dim, 2 * dim)
+        _init_mlp(self.factors)
+
+    def forward(self, z: Tensor) -> Tensor:
+        left, right = self.factors(z).chunk(2, dim=-1)
+        return torch.addcmul(self.inner(z), left, right)
+
+
 @dataclass(frozen=True)
 class LossOutput:
     """One evaluation of the objective.
@@ -114,6 +132,8 @@ class LatentODE(nn.Module):
         if config.dynamics_rotation > 0:
             self.dynamics = RotationDynamics(self.dynamics, config.latent_dim,
                                              config.dynamics_rotation)
+        if config.dynamics_bilinear:
+            self.dynamics = BilinearDynamics(self.dynamics, config.latent_dim)
         # q(z0) starts nearly deterministic (std softplus(-4) = 0.018, as the reference's
         # |linear| output starts near 0): with std ~0.7 the sampled z0 would be mostly noise
         # at first, and the decoder would learn to ignore it and predict the mean curve.

@@ -45,14 +45,20 @@ def compact(obs: Observations, keep: Tensor) -> Observations:
 
 def interpolation_task(obs: Observations, fraction: float, *,
                        generator: torch.Generator | None = None) -> tuple[Observations, Observations]:
-    """Context: a random ``fraction`` of each series' points (at least one); target: all points."""
+    """Context: a random ``fraction`` of each series' points; target: all points.
+
+    Each series keeps exactly ``round(fraction * length)`` of its points (at least one), drawn
+    without replacement: the reference protocol shows the encoder a random 50 of 100 points.
+    (A coin per point would keep a varying number, and the encoder's loop runs as many times as
+    the longest context of the batch: about 62 at fraction 0.5 and batch 50.)
+    """
     # Drawn on the CPU (where seeded generators live) so that a seed picks the same points on
     # any device.
     u = torch.rand(obs.times.shape, generator=generator).to(obs.times.device)
-    keep = (u < fraction) & obs.valid
-    # Guarantee one point per series: the one with the smallest draw.
-    first_choice = torch.where(obs.valid, u, 2.0).argmin(dim=1)
-    keep[torch.arange(obs.batch_size, device=keep.device), first_choice] = True
+    u = torch.where(obs.valid, u, 2.0)  # padding ranks last
+    rank = u.argsort(dim=1).argsort(dim=1)
+    count = torch.round(fraction * obs.lengths).clamp_min(1)
+    keep = (rank < count[:, None]) & obs.valid
     return compact(obs, keep), obs
 
 

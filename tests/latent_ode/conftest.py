@@ -27,14 +27,16 @@ def periodic_small():
 
 
 # Every model invariant and the persistence tests run with both encoder cells and with the
-# rotation part of the latent dynamics.
-@pytest.fixture(params=[("gru", 0.0), ("mlp_gru", 0.0), ("gru", 3.0)],
-                ids=["gru", "mlp_gru", "rotation"])
+# rotation and bilinear parts of the latent dynamics.
+@pytest.fixture(params=[("gru", 0.0, False), ("mlp_gru", 0.0, False), ("gru", 3.0, False),
+                        ("mlp_gru", 3.0, True)],
+                ids=["gru", "mlp_gru", "rotation", "rotation-bilinear"])
 def forecaster(request, periodic_small) -> Forecaster:
-    cell, rotation = request.param
+    cell, rotation, bilinear = request.param
     norm = Normaliser.fit(periodic_small, kind="standard")
     cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16, encoder_cell=cell, dynamics_rotation=rotation)
+                      dynamics_units=16, encoder_cell=cell, dynamics_rotation=rotation,
+                      dynamics_bilinear=bilinear)
     return Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
 
 

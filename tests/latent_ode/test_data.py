@@ -71,11 +71,16 @@ def test_compact_keeps_selected_points_in_order() -> None:
 
 
 def test_interpolation_task_sees_a_subset_and_targets_everything() -> None:
-    obs = collate([Series(times=np.arange(50.0), values=np.arange(50.0)[:, None])] * 3)
+    lengths = [50, 50, 7, 1]
+    obs = collate([Series(times=np.arange(float(n)), values=np.arange(float(n))[:, None])
+                   for n in lengths])
     ctx, tgt = interpolation_task(obs, 0.5, generator=torch.Generator().manual_seed(0))
     assert tgt is obs
-    assert bool((ctx.lengths >= 1).all()) and bool((ctx.lengths < 50).all())
-    for b in range(3):
+    # Exactly round(0.5 * length) points of each series, at least one (the reference's "a random
+    # 50 of the 100 points").
+    assert ctx.lengths.tolist() == [25, 25, 4, 1]
+    assert not torch.equal(ctx.times[0, :25], ctx.times[1, :25])  # drawn per series
+    for b in range(4):
         n = int(ctx.lengths[b])
         # Every context point is a real point of the series, in time order.
         assert torch.equal(ctx.values[b, :n, 0], ctx.times[b, :n])

@@ -11,7 +11,7 @@ from torch import nn
 
 from latent_ode import ConfigError, ModelConfig, SolverConfig, SolverError
 from latent_ode.errors import ShapeError
-from latent_ode.model import LatentODE, RotationDynamics
+from latent_ode.model import BilinearDynamics, LatentODE, RotationDynamics
 from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 
@@ -216,6 +216,41 @@ def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() ->
     exact = torch.stack([torch.stack([torch.linalg.matrix_exp(a * ti) @ z0[b] for ti in t[b]])
                          for b in range(3)])
     torch.testing.assert_close(sol.ys, exact, rtol=0, atol=EXACT_ODE_ATOL)
+
+
+def test_bilinear_dynamics_rotate_each_series_at_the_frequency_it_carries() -> None:
+    # z = (x, y, w): dx/dt = -w y, dy/dt = w x, dw/dt = 0 is the bilinear term alone with
+    # left = (w, w, 0) and right = (-y, x, 0); its solution rotates (x, y) at each series' own w.
+    torch.manual_seed(0)
+    model = LatentODE(ModelConfig(input_dim=1, latent_dim=3, dynamics_bilinear=True)).double()
+    dyn = model.dynamics
+    assert isinstance(dyn, BilinearDynamics)
+    with torch.no_grad():
+        for p in dyn.inner.parameters():
+            p.zero_()
+        left = torch.tensor([[0.0, 0, 1], [0, 0, 1], [0, 0, 0]])
+        right = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 0]])
+        dyn.factors.weight.copy_(torch.cat([left, right]))
+        dyn.factors.bias.zero_()
+    z0 = torch.tensor([[1.0, 0.0, 2.5], [0.3, -0.4, 5.0], [0.0, 2.0, -1.0]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 0.7, 3.0], [0.2, 1.0, 5.0], [0.5, 0.5, 2.0]], dtype=torch.float64)
+    sol = solve(dyn, z0, t, TIGHT)
+    angle = z0[:, 2:3] * t  # (B, T)
+    c, s = torch.cos(angle), torch.sin(angle)
+    exact = torch.stack([c * z0[:, :1] - s * z0[:, 1:2], s * z0[:, :1] + c * z0[:, 1:2],
+                         z0[:, 2:3].expand_as(t)], dim=-1)
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=EXACT_ODE_ATOL)
+
+
+def test_bilinear_dynamics_add_a_product_to_the_inner_dynamics() -> None:
+    torch.manual_seed(0)
+    plain = LatentODE(ModelConfig(input_dim=1, latent_dim=4, dynamics_rotation=3.0)).dynamics
+    dyn = BilinearDynamics(plain, 4)
+    z = torch.randn(6, 4)
+    left, right = dyn.factors(z).chunk(2, dim=-1)
+    torch.testing.assert_close(dyn(z), plain(z) + left * right)
+    with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_bilinear` must be true or false"):
+        ModelConfig(input_dim=1, dynamics_bilinear=1)  # type: ignore[arg-type]
 
 
 def test_model_config_rejects_negative_rotation() -> None:
