@@ -38,6 +38,7 @@ __all__ = ["ODESolution", "SolverStats", "euler_schedule", "fixed_step_evolve", 
 
 # torchode status codes (torchode.status_codes), named for the messages below.
 _REASONS = {1: "failed", 2: "dt_underflow", 3: "max_steps", 4: "non_finite"}
+_NON_FINITE = 4
 _HINTS = {
     "max_steps": "raise SolverConfig.max_steps, loosen rtol/atol, or shorten the horizon",
     "dt_underflow": "the dynamics are stiff or discontinuous there; loosen rtol/atol",
@@ -74,17 +75,20 @@ class ODESolution:
         ys: (B, Q, L) states; rows of ``failed`` series are NaN.
         failed: (B,) bool, True where the solve for that series failed.
         stats: cost of the solve.
+        status: (B,) why each series failed, torchode's codes (0: solved; ``_REASONS``).
     """
 
     ys: Tensor
     failed: Tensor
     stats: SolverStats
+    status: Tensor
 
     def raise_on_failure(self) -> None:
-        """Raise :class:`SolverError` if any series failed."""
+        """Raise :class:`SolverError` if any series failed, naming the commonest reason."""
         if bool(self.failed.any()):
             idx = tuple(int(i) for i in self.failed.nonzero().flatten().tolist())
-            raise _failure(idx, "failed")
+            codes = self.status[self.failed].tolist()
+            raise _failure(idx, _REASONS.get(max(set(codes), key=codes.count), "failed"))
 
 
 class _Autonomous(nn.Module):
@@ -169,9 +173,9 @@ def solve(
     if adjoint:
         return _solve_adjoint(field, y0, t_eval, config)
     stats = {"nfe": 0, "steps": 0}
-    ys, failed = _solve_isolating(field, y0, t_eval, config, stats)
+    ys, status = _solve_isolating(field, y0, t_eval, config, stats)
     return ODESolution(
-        ys=ys, failed=failed,
+        ys=ys, failed=status != 0, status=status,
         stats=SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
                           nfe=stats["nfe"], steps=stats["steps"]),
     )
@@ -180,7 +184,10 @@ def solve(
 def _solve_isolating(
     field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig, stats: dict[str, int]
 ) -> tuple[Tensor, Tensor]:
-    """torchode solve; re-solve the healthy series whenever a failure stopped the batch."""
+    """torchode solve; re-solve the healthy series whenever a failure stopped the batch.
+
+    Returns the states (NaN rows where a series failed) and each series' status code.
+    """
     q = t_eval.shape[1]
     sol = _torchode_solve(field, y0, t_eval, config)
     stats["nfe"] += int(sol.stats["n_f_evals"].max())
@@ -188,7 +195,7 @@ def _solve_isolating(
     status = sol.status
     failed = status != 0
     if not bool(failed.any()):
-        return sol.ys, failed
+        return sol.ys, status
     complete = sol.stats["n_initialized"] >= q
     # Healthy series that the failure cut short hold uninitialised memory past their last
     # evaluated point: solve them again on their own.
@@ -196,10 +203,10 @@ def _solve_isolating(
     ys = torch.where(failed[:, None, None], torch.full_like(sol.ys, float("nan")), sol.ys)
     if bool(redo.any()):
         idx = redo.nonzero().flatten()
-        sub_ys, sub_failed = _solve_isolating(field, y0[idx], t_eval[idx], config, stats)
+        sub_ys, sub_status = _solve_isolating(field, y0[idx], t_eval[idx], config, stats)
         ys = ys.index_put((idx,), sub_ys)
-        failed = failed.index_put((idx,), sub_failed)
-    return ys, failed
+        status = status.index_put((idx,), sub_status)
+    return ys, status
 
 
 def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig) -> ODESolution:
@@ -247,7 +254,8 @@ def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverC
     failed = ~torch.isfinite(ys).all(dim=2).all(dim=1)
     stats = SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
                         nfe=counter.nfe, steps=0)
-    return ODESolution(ys=ys, failed=failed, stats=stats)
+    status = torch.where(failed, _NON_FINITE, 0)
+    return ODESolution(ys=ys, failed=failed, stats=stats, status=status)
 
 
 class _Warped(nn.Module):

@@ -123,8 +123,11 @@ def test_blowup_fails_within_step_limit_without_hanging() -> None:
     assert time.monotonic() - started < 30  # bounded by max_steps, not by the blow-up
     assert sol.failed.tolist() == [True]
     assert torch.isnan(sol.ys).all()
-    with pytest.raises(SolverError, match=r"failed .* for series \[0\]"):
+    # The error names why (not a bare "failed") and what to change.
+    with pytest.raises(SolverError, match=r"failed \((max_steps|non_finite|dt_underflow)\) "
+                                          r"for series \[0\]; \w+") as info:
         sol.raise_on_failure()
+    assert info.value.reason in ("max_steps", "non_finite", "dt_underflow")
 
 
 def test_failing_series_does_not_corrupt_the_rest_of_the_batch() -> None:
@@ -218,37 +221,58 @@ def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() ->
     torch.testing.assert_close(sol.ys, exact, rtol=0, atol=EXACT_ODE_ATOL)
 
 
-def test_bilinear_dynamics_rotate_each_series_at_the_frequency_it_carries() -> None:
-    # z = (x, y, w): dx/dt = -w y, dy/dt = w x, dw/dt = 0 is the bilinear term alone with
-    # left = (w, w, 0) and right = (-y, x, 0); its solution rotates (x, y) at each series' own w.
+def _bilinear_only(latent_dim: int, left: list[list[float]], right: list[list[float]]
+                   ) -> BilinearDynamics:
+    """The bilinear term alone (the MLP silenced), with the given P and Q and no biases."""
     torch.manual_seed(0)
-    model = LatentODE(ModelConfig(input_dim=1, latent_dim=3, dynamics_bilinear=True)).double()
-    dyn = model.dynamics
+    dyn = LatentODE(ModelConfig(input_dim=1, latent_dim=latent_dim,
+                                dynamics_bilinear=True)).double().dynamics
     assert isinstance(dyn, BilinearDynamics)
     with torch.no_grad():
         for p in dyn.inner.parameters():
             p.zero_()
-        left = torch.tensor([[0.0, 0, 1], [0, 0, 1], [0, 0, 0]])
-        right = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 0]])
-        dyn.factors.weight.copy_(torch.cat([left, right]))
+        dyn.factors.weight.copy_(torch.cat([torch.tensor(left), torch.tensor(right)]))
         dyn.factors.bias.zero_()
+    return dyn
+
+
+def test_bilinear_dynamics_rotate_each_series_at_the_frequency_it_carries() -> None:
+    # z = (x, y, w): left = (-y, x, 0), right = (w, w, 0) give dx/dt = -g y, dy/dt = g x,
+    # dw/dt = 0 with g = s tanh(w / s): each series rotates at its own constant rate g(w).
+    dyn = _bilinear_only(3, [[0.0, -1, 0], [1, 0, 0], [0, 0, 0]],
+                         [[0.0, 0, 1], [0, 0, 1], [0, 0, 0]])
     z0 = torch.tensor([[1.0, 0.0, 2.5], [0.3, -0.4, 5.0], [0.0, 2.0, -1.0]], dtype=torch.float64)
     t = torch.tensor([[0.0, 0.7, 3.0], [0.2, 1.0, 5.0], [0.5, 0.5, 2.0]], dtype=torch.float64)
     sol = solve(dyn, z0, t, TIGHT)
-    angle = z0[:, 2:3] * t  # (B, T)
-    c, s = torch.cos(angle), torch.sin(angle)
-    exact = torch.stack([c * z0[:, :1] - s * z0[:, 1:2], s * z0[:, :1] + c * z0[:, 1:2],
+    s = BilinearDynamics.BOUND
+    angle = s * torch.tanh(z0[:, 2:3] / s) * t  # (B, T)
+    c, sn = torch.cos(angle), torch.sin(angle)
+    exact = torch.stack([c * z0[:, :1] - sn * z0[:, 1:2], sn * z0[:, :1] + c * z0[:, 1:2],
                          z0[:, 2:3].expand_as(t)], dim=-1)
     torch.testing.assert_close(sol.ys, exact, rtol=0, atol=EXACT_ODE_ATOL)
 
 
-def test_bilinear_dynamics_add_a_product_to_the_inner_dynamics() -> None:
+def test_bilinear_dynamics_do_not_blow_up_where_a_quadratic_would() -> None:
+    # left = right = z: near 0 this is dz/dt = z^2, which from z0 = 1 blows up at t = 1. The
+    # bounded factor makes it dz/dt = z s tanh(z / s) <= s z: finite, and at least e^t z0.
+    dyn = _bilinear_only(1, [[1.0]], [[1.0]])
+    z0 = torch.tensor([[1.0]], dtype=torch.float64)
+    t = torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64)
+    sol = solve(dyn, z0, t, SolverConfig(max_steps=2000))
+    sol.raise_on_failure()
+    s = BilinearDynamics.BOUND
+    assert bool((sol.ys[0, :, 0] <= torch.exp(s * t[0]) + 1e-6).all())
+    assert bool((sol.ys[0, :, 0] >= torch.exp(t[0] * math.tanh(1 / s) * s) - 1e-3).all())
+
+
+def test_bilinear_dynamics_add_a_bounded_product_to_the_inner_dynamics() -> None:
     torch.manual_seed(0)
     plain = LatentODE(ModelConfig(input_dim=1, latent_dim=4, dynamics_rotation=3.0)).dynamics
     dyn = BilinearDynamics(plain, 4)
     z = torch.randn(6, 4)
     left, right = dyn.factors(z).chunk(2, dim=-1)
-    torch.testing.assert_close(dyn(z), plain(z) + left * right)
+    s = BilinearDynamics.BOUND
+    torch.testing.assert_close(dyn(z), plain(z) + left * s * torch.tanh(right / s))
     with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_bilinear` must be true or false"):
         ModelConfig(input_dim=1, dynamics_bilinear=1)  # type: ignore[arg-type]
 
