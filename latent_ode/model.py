@@ -73,11 +73,16 @@ class RotationDynamics(nn.Module):
 
 
 class BilinearDynamics(nn.Module):
-    """Latent dynamics ``f(z) = inner(z) + (P z + a) * (Q z + b)`` (see
+    """Latent dynamics ``f(z) = inner(z) + (P z + a) * s tanh((Q z + b) / s)`` (see
     ``ModelConfig.dynamics_bilinear``).
 
-    ``P``, ``Q`` (L x L) and ``a``, ``b`` are one linear layer, initialised as the other MLPs.
+    Near the origin the added term is the product ``(P z + a) * (Q z + b)``; the second factor
+    saturates at ``s = BOUND``, so the term grows at most linearly in z and the solutions cannot
+    blow up in finite time, as those of a quadratic ODE can. ``P``, ``Q``, ``a`` and ``b`` are
+    one linear layer, initialised as the other MLPs.
     """
+
+    BOUND = 3.0
 
     def __init__(self, inner: nn.Module, dim: int) -> None:
         super().__init__()
@@ -87,7 +92,8 @@ class BilinearDynamics(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         left, right = self.factors(z).chunk(2, dim=-1)
-        return torch.addcmul(self.inner(z), left, right)
+        gate = torch.tanh(right * (1.0 / self.BOUND)) * self.BOUND
+        return torch.addcmul(self.inner(z), left, gate)
 
 
 @dataclass(frozen=True)
