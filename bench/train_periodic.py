@@ -56,10 +56,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/train_periodic.json"))
     # The defaults below are the reference implementation's settings (run_models.py and
     # lib/create_latent_ode_model.py of Rubanova et al.), expressed in this library's terms,
-    # except four: the optimiser (Adam at 3e-3 with clipping left the initial plateau, the model
+    # except these: the optimiser (Adam at 3e-3 with clipping left the initial plateau, the model
     # predicting the mean curve, on every seed we ran; the reference's Adamax at 1e-2 without
-    # clipping on one of two), the rotating latent dynamics, looser solver tolerances, and a
-    # moving average of the weights (README).
+    # clipping on one of two), the rotating latent dynamics with a bilinear term, a wider latent
+    # state and encoder (16 and 40 against 10 and 20), looser solver tolerances, and a moving
+    # average of the weights (README).
     ref = p.add_argument_group("training and model settings (defaults: the reference's)")
     ref.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
     ref.add_argument("--lr", type=float, default=3e-3)
@@ -89,8 +90,9 @@ def main() -> None:
                           "(P z + a) * (Q z + b), so that a frequency can multiply a phase")
     ref.add_argument("--dynamics-layers", type=int, default=2,
                      help="hidden layers of the latent dynamics' MLP")
-    ref.add_argument("--latent-dim", type=int, default=10)
-    ref.add_argument("--encoder-hidden", type=int, default=20)
+    ref.add_argument("--latent-dim", type=int, default=16,
+                     help="not the reference's (10): 8 rotation planes")
+    ref.add_argument("--encoder-hidden", type=int, default=40, help="not the reference's (20)")
     ref.add_argument("--units", type=int, default=100, help="hidden units of every MLP")
     ref.add_argument("--rtol", type=float, default=1e-2,
                      help="not the reference's (1e-3): the rotating dynamics need many dopri5 steps "
