@@ -89,10 +89,11 @@ class ModelConfig:
             frequencies drawn uniformly from ``[dynamics_rotation / 3, dynamics_rotation]``
             radians per unit of normalised time; 0 (default): the MLP alone. For oscillating
             data this shortens the initial plateau where the model predicts the mean curve.
-        dynamics_bilinear: add a bilinear term ``(P z + a) * (Q z + b)`` (elementwise) to the
-            latent dynamics, so that they can multiply two latent coordinates (a frequency and a
-            phase, say) exactly rather than through the MLP's tanh units. Off by default. The
-            term is quadratic: dynamics that blow up end in ``SolverError`` at the step limit.
+        dynamics_bilinear: add a bilinear term ``(P z + a) * s tanh((Q z + b) / s)``
+            (elementwise, s = 3) to the latent dynamics, so that they can multiply two latent
+            coordinates (a frequency and a phase, say) rather than approximate the product with
+            the MLP's tanh units. The second factor saturates, so the dynamics grow at most
+            linearly and cannot blow up in finite time as quadratic ones can. Off by default.
         obs_std: standard deviation of the Gaussian observation noise, on the normalised scale
             (the reference uses 0.01 for the toy data and PhysioNet).
         encoder_cell: the ODE-RNN's update at an observation: ``gru`` (``torch.nn.GRUCell``) or

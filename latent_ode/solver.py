@@ -73,15 +73,18 @@ class ODESolution:
 
     Attributes:
         ys: (B, Q, L) states; rows of ``failed`` series are NaN.
-        failed: (B,) bool, True where the solve for that series failed.
         stats: cost of the solve.
-        status: (B,) why each series failed, torchode's codes (0: solved; ``_REASONS``).
+        status: (B,) each series' outcome, torchode's codes (0: solved; else ``_REASONS``).
     """
 
     ys: Tensor
-    failed: Tensor
     stats: SolverStats
     status: Tensor
+
+    @property
+    def failed(self) -> Tensor:
+        """(B,) bool, True where the solve for that series failed."""
+        return self.status != 0
 
     def raise_on_failure(self) -> None:
         """Raise :class:`SolverError` if any series failed, naming the commonest reason."""
@@ -175,7 +178,7 @@ def solve(
     stats = {"nfe": 0, "steps": 0}
     ys, status = _solve_isolating(field, y0, t_eval, config, stats)
     return ODESolution(
-        ys=ys, failed=status != 0, status=status,
+        ys=ys, status=status,
         stats=SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
                           nfe=stats["nfe"], steps=stats["steps"]),
     )
@@ -254,8 +257,7 @@ def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverC
     failed = ~torch.isfinite(ys).all(dim=2).all(dim=1)
     stats = SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
                         nfe=counter.nfe, steps=0)
-    status = torch.where(failed, _NON_FINITE, 0)
-    return ODESolution(ys=ys, failed=failed, stats=stats, status=status)
+    return ODESolution(ys=ys, stats=stats, status=torch.where(failed, _NON_FINITE, 0))
 
 
 class _Warped(nn.Module):
