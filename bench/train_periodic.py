@@ -86,8 +86,9 @@ def main() -> None:
                      help="not the reference's: a linear part of the latent dynamics that starts "
                           "as rotations at 2-6 rad/s (0: the MLP alone)")
     ref.add_argument("--dynamics-bilinear", action=argparse.BooleanOptionalAction, default=True,
-                     help="not the reference's: a bilinear term in the latent dynamics, "
-                          "(P z + a) * (Q z + b), so that a frequency can multiply a phase")
+                     help="not the reference's: a bounded bilinear term in the latent dynamics, "
+                          "(P z + a) * 3 tanh((Q z + b) / 3), so that a frequency can multiply "
+                          "a phase")
     ref.add_argument("--dynamics-layers", type=int, default=2,
                      help="hidden layers of the latent dynamics' MLP")
     ref.add_argument("--latent-dim", type=int, default=16,
