@@ -14,10 +14,10 @@ from torch import Tensor
 from latent_ode.checkpoint import load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
-from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
+from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
-from latent_ode.solver import SolverStats
+from latent_ode.solver import SolverStats, failure_error, failure_reason
 
 __all__ = ["Forecast", "Forecaster", "mixture_quantiles"]
 
@@ -215,12 +215,8 @@ class Forecaster:
         failed = sol.failed.reshape(num_samples, b).any(dim=0)
         if bool(failed.any()):
             idx = tuple(int(i) for i in failed.nonzero().flatten())
-            cfg = solver or self.model.config.solver
-            raise SolverError(
-                f"the ODE solver exceeded its budget ({cfg.max_steps} steps) or diverged for "
-                f"series {list(idx)}; shorten the horizon or loosen the tolerances.",
-                series=idx, reason="max_steps",
-            )
+            reason = failure_reason(sol.status.reshape(num_samples, b)[:, failed])
+            raise failure_error(idx, reason, (solver or self.model.config.solver).max_steps)
         return pred.reshape(num_samples, b, q, -1), sol.stats
 
     def predict(

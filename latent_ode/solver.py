@@ -34,7 +34,8 @@ from torchdiffeq import odeint_adjoint
 from latent_ode.config import SolverConfig
 from latent_ode.errors import ShapeError, SolverError
 
-__all__ = ["ODESolution", "SolverStats", "euler_schedule", "fixed_step_evolve", "solve"]
+__all__ = ["ODESolution", "SolverStats", "euler_schedule", "failure_error", "failure_reason",
+           "fixed_step_evolve", "solve"]
 
 # torchode status codes (torchode.status_codes), named for the messages below.
 _REASONS = {1: "failed", 2: "dt_underflow", 3: "max_steps", 4: "non_finite"}
@@ -90,8 +91,7 @@ class ODESolution:
         """Raise :class:`SolverError` if any series failed, naming the commonest reason."""
         if bool(self.failed.any()):
             idx = tuple(int(i) for i in self.failed.nonzero().flatten().tolist())
-            codes = self.status[self.failed].tolist()
-            raise _failure(idx, _REASONS.get(max(set(codes), key=codes.count), "failed"))
+            raise failure_error(idx, failure_reason(self.status))
 
 
 class _Autonomous(nn.Module):
@@ -105,12 +105,19 @@ class _Autonomous(nn.Module):
         return self.field(y)
 
 
-def _failure(series: tuple[int, ...], reason: str) -> SolverError:
+def failure_reason(status: Tensor) -> str | None:
+    """The commonest failure among solver status codes (``SolverError.reason``); None if none."""
+    codes = status[status != 0].tolist()
+    return _REASONS.get(max(set(codes), key=codes.count), "failed") if codes else None
+
+
+def failure_error(series: tuple[int, ...], reason: str, max_steps: int | None = None) -> SolverError:
+    """The :class:`SolverError` for ``series`` (indices) that failed for ``reason``."""
     shown = list(series[:10]) + (["..."] if len(series) > 10 else [])
-    return SolverError(
-        f"the ODE solver failed ({reason}) for series {shown}; {_HINTS[reason]}.",
-        series=series, reason=reason,
-    )
+    what = (f"exceeded its budget ({max_steps} steps)" if reason == "max_steps" and max_steps
+            else f"failed ({reason})")
+    return SolverError(f"the ODE solver {what} for series {shown}; {_HINTS[reason]}.",
+                       series=series, reason=reason)
 
 
 def _check_times(y0: Tensor, t_eval: Tensor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -207,6 +208,23 @@ def test_step_limit_is_a_solver_error_naming_the_series(forecaster, periodic_sma
     with pytest.raises(SolverError, match=r"exceeded its budget \(2 steps\) .* series \[0, 1\]") as info:
         forecaster.predict(periodic_small[:2], [np.array([1e4])] * 2, solver=tiny)
     assert info.value.series == (0, 1)
+
+
+def test_blown_up_solve_is_a_solver_error_naming_why(forecaster, periodic_small) -> None:
+    # Latent dynamics dz/dt = 10 z² reach infinity in finite time: the error must say the
+    # state blew up (or the step size collapsed), not that a step budget ran out.
+    blown = copy.deepcopy(forecaster)
+    blown.model.dynamics = _Squared()
+    with pytest.raises(SolverError, match=r"failed \((non_finite|dt_underflow)\) for series \[0, 1\]; "
+                                          r"(the latent state blew up|the dynamics are stiff)") as info:
+        blown.predict(periodic_small[:2], [np.array([50.0])] * 2)
+    assert info.value.reason in ("non_finite", "dt_underflow")
+    assert info.value.series == (0, 1)
+
+
+class _Squared(torch.nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return 10 * z**2 + 1
 
 
 def test_evaluate_solves_with_the_solver_it_is_given(forecaster, periodic_small) -> None:
