@@ -19,8 +19,8 @@ import torch
 from latent_ode.config import SolverConfig
 from latent_ode.data import Observations, Series
 from latent_ode.errors import DataError
-from latent_ode.forecaster import Forecaster, mixture_quantiles
-from latent_ode.tasks import extrapolation_task, interpolation_task
+from latent_ode.forecaster import Forecaster, mixture_quantiles, window_position
+from latent_ode.tasks import extrapolation_task, interpolation_task, seen_in_context
 from latent_ode.training import to_model_batch
 
 __all__ = ["EvalResult", "evaluate", "linear_interpolation", "last_observation"]
@@ -119,7 +119,7 @@ def evaluate(
                                                       solver=solver)
             mean = samples.mean(0)  # (B, T, D)
             # Held-out: target points the encoder did not see.
-            seen = _seen_in_context(context, target)
+            seen = seen_in_context(context, target)
             heldout = target.mask & ~seen
             if task == "interp":
                 add("interp_mse", *_sq_err(mean, target, target.mask))
@@ -131,7 +131,7 @@ def evaluate(
                 add("locf_extrap_mse", *_sq_err(last_observation(context, target), target, heldout))
                 add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
             # Mixture predictive density of the held-out values.
-            noise = forecaster.noise_std_tensor(samples)
+            noise = forecaster.noise_tensor(window_position(context, target.times), samples)
             comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
             logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
             add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))
@@ -141,10 +141,3 @@ def evaluate(
             add("coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
     metrics = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
     return EvalResult(metrics=metrics, counts=counts)
-
-
-def _seen_in_context(context: Observations, target: Observations) -> torch.Tensor:
-    """(B, T_target, D) True where the target value was also given to the encoder."""
-    same_time = target.times[:, :, None] == context.times[:, None, :]  # (B, Tt, Tc)
-    valid_ctx = context.mask  # (B, Tc, D)
-    return torch.einsum("btc,bcd->btd", same_time.float(), valid_ctx.float()) > 0

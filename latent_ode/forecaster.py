@@ -19,7 +19,8 @@ from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
 from latent_ode.solver import SolverStats, failure_error, failure_reason
 
-__all__ = ["Forecast", "Forecaster", "mixture_quantiles"]
+__all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "Forecaster", "mixture_quantiles",
+           "window_position"]
 
 # The bracket is as wide as the spread of the sample means; 2^-24 of it is float32 precision.
 _QUANTILE_BISECTIONS = 24
@@ -80,6 +81,25 @@ def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float
     return 0.5 * (lo + hi)
 
 
+BACKCAST, INTERPOLATION, EXTRAPOLATION = 0, 1, 2
+"""Where a query time lies against its series' observed window (:func:`window_position`)."""
+
+
+def window_position(context: Observations, times: Tensor) -> Tensor:
+    """(B, Q) ``BACKCAST`` before each series' first observation, ``INTERPOLATION`` from its
+    first to its last, ``EXTRAPOLATION`` after its last, for ``times`` (B, Q)."""
+    after = (times > context.last_time[:, None]).long()
+    return INTERPOLATION - (times < context.first_time[:, None]).long() + after
+
+
+def _noise(name: str, value: Sequence[float] | np.ndarray | None, default: np.ndarray,
+           d: int) -> np.ndarray:
+    noise = default.copy() if value is None else np.asarray(value, float)
+    if noise.shape != (d,) or not (np.isfinite(noise).all() and (noise > 0).all()):
+        raise ConfigError(f"`{name}` must be {d} positive numbers; got {noise.tolist()}.")
+    return noise
+
+
 class Forecaster:
     """A :class:`LatentODE` with its :class:`Normaliser`, channel names and time unit.
 
@@ -90,13 +110,19 @@ class Forecaster:
         time_unit: the unit of times the user speaks (e.g. ``hours``).
         metadata: free-form JSON-able facts (training metrics, data lineage).
         noise_std: (D,) predictive observation-noise standard deviation per channel on the
-            normalised scale; ``None`` uses the model's ``obs_std``. :func:`latent_ode.fit`
-            calibrates it on the validation split so that intervals are honest.
+            normalised scale, for query times inside a series' observed window (from its first
+            to its last observation); ``None`` uses the model's ``obs_std``.
+        extrap_noise_std: (D,) the same after the window; ``None``: ``noise_std``.
+        backcast_noise_std: (D,) the same before the window; ``None``: ``noise_std``.
+            :func:`latent_ode.fit` calibrates all three on the validation split so that
+            intervals are honest in each regime.
     """
 
     def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
                  time_unit: str, metadata: dict[str, Any] | None = None,
-                 noise_std: Sequence[float] | np.ndarray | None = None) -> None:
+                 noise_std: Sequence[float] | np.ndarray | None = None,
+                 extrap_noise_std: Sequence[float] | np.ndarray | None = None,
+                 backcast_noise_std: Sequence[float] | np.ndarray | None = None) -> None:
         d = model.config.input_dim
         if len(channels) != d or normaliser.num_channels != d:
             raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
@@ -109,14 +135,16 @@ class Forecaster:
         self.channels = list(channels)
         self.time_unit = time_unit
         self.metadata: dict[str, Any] = dict(metadata or {})
-        noise = np.full(d, model.config.obs_std) if noise_std is None else np.asarray(noise_std, float)
-        if noise.shape != (d,) or not (np.isfinite(noise).all() and (noise > 0).all()):
-            raise ConfigError(f"`noise_std` must be {d} positive numbers; got {noise.tolist()}.")
-        self.noise_std = noise
+        self.noise_std = _noise("noise_std", noise_std, np.full(d, model.config.obs_std), d)
+        self.extrap_noise_std = _noise("extrap_noise_std", extrap_noise_std, self.noise_std, d)
+        self.backcast_noise_std = _noise("backcast_noise_std", backcast_noise_std,
+                                         self.noise_std, d)
 
-    def noise_std_tensor(self, like: Tensor) -> Tensor:
-        """(D,) predictive noise std on ``like``'s device and dtype."""
-        return torch.as_tensor(self.noise_std, dtype=like.dtype, device=like.device)
+    def noise_tensor(self, position: Tensor, like: Tensor) -> Tensor:
+        """(B, Q, D) predictive noise std for queries at ``position`` (B, Q) against their
+        series' observed window (:func:`window_position`), on ``like``'s device and dtype."""
+        table = np.stack([self.backcast_noise_std, self.noise_std, self.extrap_noise_std])
+        return torch.as_tensor(table, dtype=like.dtype, device=like.device)[position]
 
     @classmethod
     def create(cls, model_config: ModelConfig, normaliser: Normaliser, *, channels: Sequence[str],
@@ -154,6 +182,8 @@ class Forecaster:
             "time_unit": self.time_unit,
             "metadata": self.metadata,
             "noise_std": self.noise_std.tolist(),
+            "extrap_noise_std": self.extrap_noise_std.tolist(),
+            "backcast_noise_std": self.backcast_noise_std.tolist(),
         }
         return save_model_files(directory, self.model, config)
 
@@ -166,9 +196,13 @@ class Forecaster:
         """
         data = read_config(directory)
         expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
-        if set(data) != expected:
+        # Checkpoints written before the noise was calibrated per regime lack these; they get
+        # ``noise_std`` everywhere, as they predicted then.
+        optional = {"extrap_noise_std", "backcast_noise_std"}
+        if not expected <= set(data) <= expected | optional:
             raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
-                                  f"{sorted(expected)}; got {sorted(data)}.")
+                                  f"{sorted(expected)} (and optionally {sorted(optional)}); "
+                                  f"got {sorted(data)}.")
         try:
             model_config = config_from_dict(ModelConfig, data["model"])
             normaliser = Normaliser.from_dict(data["normaliser"])
@@ -179,7 +213,9 @@ class Forecaster:
         model.eval()
         try:
             fc = cls(model, normaliser, channels=data["channels"], time_unit=data["time_unit"],
-                     metadata=data["metadata"], noise_std=data["noise_std"])
+                     metadata=data["metadata"], noise_std=data["noise_std"],
+                     extrap_noise_std=data.get("extrap_noise_std"),
+                     backcast_noise_std=data.get("backcast_noise_std"))
         except (ConfigError, ShapeError) as exc:
             raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
         return fc.to(device)
@@ -289,7 +325,7 @@ class Forecaster:
         with torch.inference_mode():
             samples, stats = self.sample_normalised(context, qt, num_samples=num_samples,
                                                     seed=seed, solver=solver)
-            noise = self.noise_std_tensor(samples)
+            noise = self.noise_tensor(window_position(context, qt), samples)  # (B, Q, D)
             mean = samples.mean(dim=0)  # (B, Q, D)
             std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
             qs = mixture_quantiles(samples, noise, levels) if levels else None  # (K, B, Q, D)

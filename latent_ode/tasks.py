@@ -12,7 +12,7 @@ from torch import Tensor
 
 from latent_ode.data import Observations
 
-__all__ = ["compact", "extrapolation_task", "interpolation_task"]
+__all__ = ["compact", "extrapolation_task", "interpolation_task", "seen_in_context"]
 
 
 def compact(obs: Observations, keep: Tensor) -> Observations:
@@ -75,3 +75,10 @@ def extrapolation_task(obs: Observations, split: float) -> tuple[Observations, O
     single = ~after.any(dim=1)
     after = torch.where(single[:, None], before, after)
     return compact(obs, before), compact(obs, after)
+
+
+def seen_in_context(context: Observations, target: Observations) -> torch.Tensor:
+    """(B, T_target, D) True where the target value was also given to the encoder."""
+    same_time = target.times[:, :, None] == context.times[:, None, :]  # (B, Tt, Tc)
+    valid_ctx = context.mask  # (B, Tc, D)
+    return torch.einsum("btc,bcd->btd", same_time.float(), valid_ctx.float()) > 0

@@ -166,6 +166,42 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, forecaster, 
     assert loaded.normaliser == forecaster.normaliser and loaded.channels == ["x"]
 
 
+def _with_noise(fc: Forecaster, backcast: float, inside: float, after: float) -> Forecaster:
+    return Forecaster(fc.model, fc.normaliser, channels=fc.channels, time_unit=fc.time_unit,
+                      noise_std=[inside], extrap_noise_std=[after], backcast_noise_std=[backcast])
+
+
+def test_predictive_noise_follows_the_query_position(forecaster) -> None:
+    fc = _with_noise(forecaster, backcast=0.3, inside=0.1, after=0.5)
+    s = Series(times=[1.0, 2.0, 3.0], values=[[0.2], [0.4], [0.1]])
+    queries = np.array([4.0, 0.5, 1.0, 2.5, 3.0, 3.5])
+    # One latent sample: no latent spread, so the std is exactly the noise of each regime.
+    f = fc.predict([s], [queries], num_samples=1, quantiles=(0.05, 0.95))[0]
+    assert f.mode == ["extrapolation", "backcast", "interpolation", "interpolation",
+                      "interpolation", "extrapolation"]
+    noise = np.array([0.5, 0.3, 0.1, 0.1, 0.1, 0.5])[:, None]
+    expected = fc.normaliser.std_from_model(noise)
+    np.testing.assert_allclose(f.std, expected, rtol=1e-5)
+    # The 90% interval of one Gaussian: mean -/+ 1.6449 std.
+    np.testing.assert_allclose(f.quantiles[0.95] - f.mean, 1.6448536 * expected, rtol=1e-4)
+    np.testing.assert_allclose(f.mean - f.quantiles[0.05], 1.6448536 * expected, rtol=1e-4)
+
+
+def test_noise_per_regime_round_trips_and_old_checkpoints_keep_one_noise(tmp_path, forecaster) -> None:
+    fc = _with_noise(forecaster, backcast=0.3, inside=0.1, after=0.5)
+    loaded = Forecaster.load(fc.save(tmp_path / "m"))
+    assert (loaded.backcast_noise_std.tolist(), loaded.noise_std.tolist(),
+            loaded.extrap_noise_std.tolist()) == ([0.3], [0.1], [0.5])
+    # A checkpoint written before the regimes had their own noise has only noise_std.
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["extrap_noise_std"], cfg["backcast_noise_std"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    old = Forecaster.load(tmp_path / "m")
+    assert old.backcast_noise_std.tolist() == old.noise_std.tolist() == old.extrap_noise_std.tolist() == [0.1]
+    with pytest.raises(ConfigError, match=r"`extrap_noise_std` must be 1 positive numbers; got \[0.0\]"):
+        Forecaster(fc.model, fc.normaliser, channels=["x"], time_unit="s", extrap_noise_std=[0.0])
+
+
 def test_loading_is_strict(tmp_path, forecaster) -> None:
     with pytest.raises(CheckpointError, match="no config.json"):
         Forecaster.load(tmp_path)

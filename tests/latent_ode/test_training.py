@@ -194,8 +194,12 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     assert m["interp_mse_heldout"] < 0.75 * m["linear_interp_mse"], m
     # And it forecasts: far better than carrying the last observation forward.
     assert m["extrap_mse"] < 0.5 * m["locf_extrap_mse"], m
-    # Calibrated noise makes the 90% interval cover a sensible share of held-out points.
-    assert 0.6 < m["coverage_90"] <= 1.0, m
+    # Calibrated noise makes the 90% interval cover about 90% of held-out points in each regime
+    # (0.93 and 0.92 here). The forecast errs more than the interpolation (about 0.09 against
+    # 0.05), and its noise, calibrated apart, says so.
+    assert 0.8 < m["interp_coverage_90"] < 0.98, m
+    assert 0.8 < m["extrap_coverage_90"] < 0.98, m
+    assert fc.extrap_noise_std[0] > 1.2 * fc.noise_std[0], (fc.noise_std, fc.extrap_noise_std)
 
 
 @pytest.mark.integration
