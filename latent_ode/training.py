@@ -422,6 +422,11 @@ def fit(
     return result
 
 
+# Fewer held-out validation points than this in a regime and channel: too few to estimate a
+# variance from; the regime takes the pooled value.
+_MIN_CALIBRATION_POINTS = 20
+
+
 @torch.no_grad()
 def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConfig,
                     *, num_samples: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -436,8 +441,10 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
     noise for all covered 0.84 of the held-out interpolation points and 0.98 of the forecast ones
     where 0.90 was asked.
 
-    A channel with no held-out point in a regime takes the value of all regimes pooled; one with
-    none at all keeps ``obs_std``.
+    A channel with fewer than ``_MIN_CALIBRATION_POINTS`` held-out points in a regime (a
+    backcast often has few: only interpolation contexts that miss a series' first points make
+    them) takes the value of all regimes pooled; one with no held-out point at all keeps
+    ``obs_std``.
 
     Returns:
         (inside the window, after it, before it), each (D,): ``Forecaster.noise_std``,
@@ -477,8 +484,8 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
 
     pooled = torch.where(count.sum(0) > 0, noise(sq.sum(0), var.sum(0), count.sum(0)),
                          torch.full((d,), floor, dtype=torch.float64))
-    each = [torch.where(count[k] > 0, noise(sq[k], var[k], count[k]), pooled).numpy()
-            for k in range(3)]
+    each = [torch.where(count[k] >= _MIN_CALIBRATION_POINTS, noise(sq[k], var[k], count[k]),
+                        pooled).numpy() for k in range(3)]
     return each[INTERPOLATION], each[EXTRAPOLATION], each[BACKCAST]
 
 

@@ -176,6 +176,31 @@ def test_adjoint_training_step_runs_and_matches_backprop_loss() -> None:
                                rtol=0.05)
 
 
+def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch) -> None:
+    from latent_ode import training
+    from latent_ode.training import calibrate_noise, to_model_batch
+
+    fc, _, val = _setup()
+    val_obs = to_model_batch(fc, val)
+    cfg = TrainConfig(batch_size=10, seed=0)
+    inside, after, before = calibrate_noise(fc, val_obs, cfg)
+    assert inside[0] != after[0]
+    # Ten series of 20 points: about 100 held-out points inside the windows and 100 after them,
+    # but a backcast point only where a context misses a series' first point: too few to
+    # estimate from, so the backcast does not get its own estimate...
+    monkeypatch.setattr(training, "_MIN_CALIBRATION_POINTS", 1)
+    own = calibrate_noise(fc, val_obs, cfg)
+    assert (own[0][0], own[1][0]) == (inside[0], after[0])
+    assert own[2][0] != before[0]
+    monkeypatch.undo()
+    # ... but the pooled one. With the encoder shown every point, interpolation holds nothing
+    # out: only forecast points remain, and every regime takes their value.
+    all_seen = calibrate_noise(fc, val_obs, TrainConfig(batch_size=10, seed=0, interp_fraction=1.0))
+    np.testing.assert_array_equal(all_seen[0], all_seen[1])
+    np.testing.assert_array_equal(all_seen[2], all_seen[1])
+    assert all_seen[1][0] > fc.model_config.obs_std
+
+
 @pytest.mark.slow
 def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     """Sparse irregular sinusoids (10 of 20 points seen): the model must beat linear
