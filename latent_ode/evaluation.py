@@ -131,7 +131,8 @@ def evaluate(
                 add("locf_extrap_mse", *_sq_err(last_observation(context, target), target, heldout))
                 add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
             # Mixture predictive density of the held-out values.
-            noise = forecaster.noise_tensor(window_position(context, target.times), samples)
+            position = window_position(target.times, context.first_time, context.last_time)
+            noise = forecaster.noise_tensor(position, samples)
             comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
             logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
             add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))

@@ -83,13 +83,15 @@ def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float
 
 BACKCAST, INTERPOLATION, EXTRAPOLATION = 0, 1, 2
 """Where a query time lies against its series' observed window (:func:`window_position`)."""
+_MODES = ("backcast", "interpolation", "extrapolation")  # Forecast.mode, by position
 
 
-def window_position(context: Observations, times: Tensor) -> Tensor:
-    """(B, Q) ``BACKCAST`` before each series' first observation, ``INTERPOLATION`` from its
-    first to its last, ``EXTRAPOLATION`` after its last, for ``times`` (B, Q)."""
-    after = (times > context.last_time[:, None]).long()
-    return INTERPOLATION - (times < context.first_time[:, None]).long() + after
+def window_position(times: Tensor, first: Tensor, last: Tensor) -> Tensor:
+    """(B, Q) ``BACKCAST`` before each series' first observation time ``first`` (B,),
+    ``INTERPOLATION`` from it to its last ``last`` (B,), ``EXTRAPOLATION`` after, for ``times``
+    (B, Q)."""
+    after = (times > last[:, None]).long()
+    return INTERPOLATION - (times < first[:, None]).long() + after
 
 
 def _noise(name: str, value: Sequence[float] | np.ndarray | None, default: np.ndarray,
@@ -315,17 +317,22 @@ class Forecaster:
         qmax = max(q.size for q in queries)
         orders = [np.argsort(q, kind="stable") for q in queries]
         padded = np.empty((len(series), qmax))
-        for i, (q, o, r) in enumerate(zip(queries, orders, refs, strict=True)):
-            sq = (q[o] - r) / ts
-            padded[i, : q.size] = sq
-            padded[i, q.size:] = sq[-1]
+        for i, (q, o) in enumerate(zip(queries, orders, strict=True)):
+            padded[i, : q.size] = q[o]
+            padded[i, q.size:] = q[o][-1]
+        # Where each query lies (Forecast.mode, and which noise it gets), in the user's float64
+        # times: a query at a series' last observation is interpolation, exactly.
+        position = window_position(torch.as_tensor(padded),
+                                   torch.as_tensor([s.times[0] for s in series]),
+                                   torch.as_tensor([s.times[-1] for s in series]))
+        padded = (padded - np.asarray(refs)[:, None]) / ts
         device = self.device
         context = collate(model_series, device=device)
         qt = torch.as_tensor(padded, dtype=torch.float32, device=device)
         with torch.inference_mode():
             samples, stats = self.sample_normalised(context, qt, num_samples=num_samples,
                                                     seed=seed, solver=solver)
-            noise = self.noise_tensor(window_position(context, qt), samples)  # (B, Q, D)
+            noise = self.noise_tensor(position.to(device), samples)  # (B, Q, D)
             mean = samples.mean(dim=0)  # (B, Q, D)
             std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
             qs = mixture_quantiles(samples, noise, levels) if levels else None  # (K, B, Q, D)
@@ -333,11 +340,10 @@ class Forecaster:
         std_np = std.double().cpu().numpy()
         qs_np = qs.double().cpu().numpy() if qs is not None else None
         out = []
-        for i, (s, q, o) in enumerate(zip(series, queries, orders, strict=True)):
+        for i, (q, o) in enumerate(zip(queries, orders, strict=True)):
             inv = np.empty_like(o)
             inv[o] = np.arange(o.size)  # rows back in the order asked
-            mode = ["backcast" if t < s.times[0] else "extrapolation" if t > s.times[-1]
-                    else "interpolation" for t in q]
+            mode = [_MODES[p] for p in position[i, inv].tolist()]
             out.append(Forecast(
                 query_times=q.copy(),
                 mode=mode,

@@ -469,7 +469,8 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
             samples, _ = forecaster.sample_normalised(context, target.times,
                                                       num_samples=num_samples, seed=config.seed)
             heldout = target.mask & ~seen_in_context(context, target)
-            position = window_position(context, target.times)[..., None]
+            position = window_position(target.times, context.first_time,
+                                       context.last_time)[..., None]
             resid = (samples.mean(0) - target.values) ** 2
             spread = samples.var(0, unbiased=False)
             for k in range(3):
