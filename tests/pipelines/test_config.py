@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from latent_ode.config import ModelConfig, SolverConfig, TrainConfig
 from latent_ode.errors import ConfigError
+from pipelines.cli import main
 from pipelines.config import (
     PipelineConfig,
     flatten_params,
@@ -235,3 +236,14 @@ def test_register_key_is_kept_in_the_dict() -> None:
     assert cfg.registry.metric == "val_mse"
     assert cfg.to_dict()["register"]["metric"] == "val_mse"
     assert isinstance(cfg, PipelineConfig)
+
+
+def test_a_wrongly_typed_library_key_stops_the_cli_with_its_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The issue's example: `lr = "fast"` names `train.lr` and the type, through the usual
+    one-line error and exit status 2 (it used to end in a comparison TypeError)."""
+    path = write_config(tmp_path / "c.toml", train={"lr": "fast"})
+    assert main(["pipeline", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "`train.lr` must be a float; got 'fast'." in err
