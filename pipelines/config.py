@@ -185,6 +185,13 @@ def _library_section(cls: type[C], key: str) -> Any:
     return Annotated[cls, PlainValidator(build), PlainSerializer(config_to_dict, return_type=dict)]
 
 
+EncoderSection = _library_section(EncoderConfig, "model.encoder")
+DynamicsSection = _library_section(DynamicsConfig, "model.dynamics")
+DecoderSection = _library_section(DecoderConfig, "model.decoder")
+SolverSection = _library_section(SolverConfig, "solver")
+TrainSection = _library_section(TrainConfig, "train")
+
+# The scalar keys of [model] take their defaults from the library, so the two cannot drift.
 _MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
@@ -200,12 +207,9 @@ class ModelSection(_Section):
     input_dim: int | None = Field(None, gt=0, strict=True)
     latent_dim: int = Field(_MODEL_DEFAULTS["latent_dim"], gt=0, strict=True)
     obs_std: float = Field(_MODEL_DEFAULTS["obs_std"], gt=0.0, strict=True)
-    encoder: _library_section(EncoderConfig, "model.encoder") = Field(  # type: ignore[valid-type]
-        default_factory=EncoderConfig)
-    dynamics: _library_section(DynamicsConfig, "model.dynamics") = Field(  # type: ignore[valid-type]
-        default_factory=DynamicsConfig)
-    decoder: _library_section(DecoderConfig, "model.decoder") = Field(  # type: ignore[valid-type]
-        default_factory=DecoderConfig)
+    encoder: EncoderSection = Field(default_factory=EncoderConfig)
+    dynamics: DynamicsSection = Field(default_factory=DynamicsConfig)
+    decoder: DecoderSection = Field(default_factory=DecoderConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -226,10 +230,8 @@ class PipelineConfig(_Section):
 
     data: DataSection
     model: ModelSection = Field(default_factory=ModelSection)
-    solver: _library_section(SolverConfig, "solver") = Field(  # type: ignore[valid-type]
-        default_factory=SolverConfig)
-    train: _library_section(TrainConfig, "train") = Field(  # type: ignore[valid-type]
-        default_factory=TrainConfig)
+    solver: SolverSection = Field(default_factory=SolverConfig)
+    train: TrainSection = Field(default_factory=TrainConfig)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     # ``register`` would shadow pydantic's BaseModel.register (ABCMeta); the TOML key stays.
     registry: RegisterSection = Field(default_factory=RegisterSection, alias="register")
