@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from _results import write_results
 
-from latent_ode import ModelConfig, Normaliser, SolverConfig, collate, datasets
+from latent_ode import DynamicsConfig, EncoderConfig, ModelConfig, Normaliser, SolverConfig, collate, datasets
 from latent_ode.model import LatentODE
 from latent_ode.tasks import interpolation_task
 
@@ -57,12 +57,13 @@ def main() -> None:
         table, _ = read_physionet(default_physionet_archives()[:1], limit=args.batch)
         norm = Normaliser.fit(table.series, kind="minmax", time_scale=24.0)
         batch = collate([norm.transform(x) for x in table.series])
-        model_kw = dict(input_dim=batch.values.shape[2], latent_dim=20, encoder_hidden=40,
-                        encoder_units=50, dynamics_units=50, dynamics_layers=1)
+        model_kw = dict(input_dim=batch.values.shape[2], latent_dim=20,
+                        encoder=EncoderConfig(hidden=40, units=50, max_step=0.1),
+                        dynamics=DynamicsConfig(units=50, layers=1))
     else:
         batch = collate(datasets.periodic(args.batch, n_times=args.times, t_max=2.0, shared_grid=False,
                                           seed=0))
-        model_kw = dict(input_dim=1, latent_dim=6)
+        model_kw = dict(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1))
     context, target = interpolation_task(batch, 0.5, generator=torch.Generator().manual_seed(0))
     # The adjoint's union grid: the batch's target times relative to each series' start, and 0.
     t0 = LatentODE(ModelConfig(**model_kw)).reference_time(context, target.times)
@@ -72,7 +73,7 @@ def main() -> None:
     ways = {k: v for k, v in WAYS.items() if not (args.skip_union and k == "adjoint_union")}
     for name, (gradient, grid) in ways.items():
         torch.manual_seed(0)
-        cfg = ModelConfig(**model_kw, encoder_max_step=0.1,
+        cfg = ModelConfig(**model_kw,
                           solver=SolverConfig(gradient=gradient, adjoint_grid=grid))
         model = LatentODE(cfg)
 

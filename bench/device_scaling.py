@@ -23,10 +23,21 @@ import numpy as np
 import torch
 from _results import write_results
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, fit
+from latent_ode import (
+    DynamicsConfig,
+    EncoderConfig,
+    Forecaster,
+    ModelConfig,
+    Normaliser,
+    SolverConfig,
+    TrainConfig,
+    datasets,
+    fit,
+)
 
-CONFIG = ModelConfig(input_dim=1, latent_dim=10, encoder_hidden=20, encoder_units=100, dynamics_units=100,
-                     encoder_cell="mlp_gru", encoder_max_step=0.25, dynamics_rotation=6.0,
+CONFIG = ModelConfig(input_dim=1, latent_dim=10,
+                     encoder=EncoderConfig(cell="mlp_gru", hidden=20, units=100, max_step=0.25),
+                     dynamics=DynamicsConfig(units=100, rotation=6.0),
                      solver=SolverConfig(rtol=1e-3, atol=1e-4))
 
 

@@ -39,13 +39,13 @@ def one_step(mode: str, h: int, batch: int, device: str) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from latent_ode import ModelConfig, SolverConfig
+    from latent_ode import DynamicsConfig, EncoderConfig, ModelConfig, SolverConfig
     from latent_ode.data import Observations
     from latent_ode.model import LatentODE
 
     torch.manual_seed(0)
-    cfg = ModelConfig(input_dim=4, latent_dim=20, encoder_hidden=20, dynamics_units=100,
-                      dynamics_layers=2, encoder_max_step=0.1,
+    cfg = ModelConfig(input_dim=4, latent_dim=20, encoder=EncoderConfig(hidden=20, max_step=0.1),
+                      dynamics=DynamicsConfig(units=100, layers=2),
                       solver=SolverConfig(rtol=1e-3, atol=1e-4, gradient=mode, max_steps=100_000,
                                           adjoint_max_steps=100_000))
     model = LatentODE(cfg)

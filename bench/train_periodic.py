@@ -33,7 +33,19 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from _results import write_results
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, evaluate, fit
+from latent_ode import (
+    DynamicsConfig,
+    EncoderConfig,
+    Forecaster,
+    ModelConfig,
+    Normaliser,
+    SolverConfig,
+    TrainConfig,
+    datasets,
+    evaluate,
+    fit,
+)
+from latent_ode.cells import CELLS
 
 
 def main() -> None:
@@ -77,7 +89,7 @@ def main() -> None:
     ref.add_argument("--kl-delay", type=int, default=160, help="steps (10 epochs of 16 steps)")
     ref.add_argument("--kl-rate", type=float, default=0.99 ** (1 / 16),
                      help="per step (0.99 per epoch of 16 steps)")
-    ref.add_argument("--encoder-cell", choices=["gru", "mlp_gru"], default="mlp_gru")
+    ref.add_argument("--encoder-cell", choices=CELLS.names(), default="mlp_gru")
     ref.add_argument("--encoder-max-step", type=float, default=0.25,
                      help="the reference takes one Euler step for gaps up to ~3/50 of the span")
     ref.add_argument("--time-scale", type=float, default=1.0,
@@ -124,10 +136,11 @@ def run(rank: int, args: argparse.Namespace, port: int | None) -> None:
     # The reference works on the raw scale: values as generated, times in [0, 5].
     norm = Normaliser.fit(train, kind="none", time_scale=args.time_scale)
     model_cfg = ModelConfig(
-        input_dim=1, latent_dim=args.latent_dim, encoder_hidden=args.encoder_hidden,
-        encoder_units=args.units, dynamics_units=args.units, encoder_cell=args.encoder_cell,
-        encoder_max_step=args.encoder_max_step, dynamics_rotation=args.dynamics_rotation,
-        dynamics_bilinear=args.dynamics_bilinear, dynamics_layers=args.dynamics_layers,
+        input_dim=1, latent_dim=args.latent_dim,
+        encoder=EncoderConfig(cell=args.encoder_cell, hidden=args.encoder_hidden, units=args.units,
+                              max_step=args.encoder_max_step),
+        dynamics=DynamicsConfig(units=args.units, layers=args.dynamics_layers,
+                                rotation=args.dynamics_rotation, bilinear=args.dynamics_bilinear),
         solver=SolverConfig(rtol=args.rtol, atol=args.atol))
     fc = Forecaster.create(model_cfg, norm, channels=["x"], time_unit="s", seed=args.seed).to(args.device)
     cfg = TrainConfig(batch_size=args.batch_size, max_epochs=10_000, max_time_s=args.budget,

@@ -7,6 +7,9 @@ Importing this package does no work and needs neither MLflow nor a web framework
 
 from latent_ode import datasets
 from latent_ode.config import (
+    DecoderConfig,
+    DynamicsConfig,
+    EncoderConfig,
     ModelConfig,
     SolverConfig,
     TrainConfig,
@@ -33,6 +36,9 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DecoderConfig",
+    "DynamicsConfig",
+    "EncoderConfig",
     "EvalResult",
     "Forecast",
     "Forecaster",

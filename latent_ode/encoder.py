@@ -6,82 +6,55 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from latent_ode.cells import CELLS
+from latent_ode.config import EncoderConfig
 from latent_ode.data import Observations
+from latent_ode.initialisation import reference_init
 from latent_ode.solver import euler_schedule, fixed_step_evolve
 
-__all__ = ["MLPGRUCell", "ODERNNEncoder"]
-
-
-class MLPGRUCell(nn.Module):
-    """A GRU update whose gates and candidate state are one-hidden-layer MLPs.
-
-    The cell of the reference implementation of Rubanova et al. 2019: the state is a mean and a
-    standard deviation (each H wide), both gated; the gates see both and the input. The update
-    and reset gates share one hidden layer (the reference has one MLP each). An encoder pass with
-    it costs about 1.7x one with ``nn.GRUCell`` on CPU.
-
-    Args:
-        input_dim: width of the input (values and mask).
-        hidden_dim: H.
-        units: hidden units of the gate and candidate MLPs.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, units: int) -> None:
-        super().__init__()
-        width = 2 * hidden_dim + input_dim
-        self.gates = nn.Sequential(nn.Linear(width, units), nn.Tanh(),
-                                   nn.Linear(units, 2 * hidden_dim), nn.Sigmoid())
-        self.candidate = nn.Sequential(nn.Linear(width, units), nn.Tanh(),
-                                       nn.Linear(units, 2 * hidden_dim))
-
-    def forward(self, x: Tensor, state: Tensor) -> Tensor:
-        """x (B, input_dim), state (B, 2H) = [mean, std] -> new state (B, 2H)."""
-        update, reset = self.gates(torch.cat([state, x], dim=-1)).chunk(2, dim=-1)
-        cand_mean, cand_std = self.candidate(
-            torch.cat([state * reset.repeat(1, 2), x], dim=-1)).chunk(2, dim=-1)
-        cand = torch.cat([cand_mean, cand_std.abs()], dim=-1)
-        u = update.repeat(1, 2)
-        return state + (1.0 - u) * (cand - state)
+__all__ = ["ODERNNEncoder"]
 
 
 class ODERNNEncoder(nn.Module):
     """Reads a batch of observations from the last to the first into q(z0).
 
-    Between two observations the hidden state evolves by a learned ODE; at each observation a
-    GRU cell takes the values and the mask (so "not observed" is an input, never a zero value).
-    After the first observation the state evolves on to each series' reference time ``t0``.
+    Between two observations the hidden state evolves by a learned ODE; at each observation an
+    update cell (:data:`latent_ode.cells.CELLS`) takes the values and the mask (so "not observed"
+    is an input, never a zero value). After the first observation the state evolves on to each
+    series' reference time ``t0``.
 
     Args:
         input_dim: D.
-        hidden_dim: H.
         latent_dim: L.
-        units: hidden units of the hidden-state ODE's MLP.
-        max_step: longest Euler step (normalised time) of the hidden-state evolution.
-        cell: ``gru`` (``nn.GRUCell``) or ``mlp_gru`` (:class:`MLPGRUCell`).
+        config: hidden size H, MLP units, longest Euler step (normalised time) of the
+            hidden-state evolution, and the name of the update cell.
+
+    Raises:
+        ConfigError: ``config.cell`` names no registered cell.
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, units: int,
-                 max_step: float, cell: str = "gru") -> None:
+    def __init__(self, input_dim: int, latent_dim: int, config: EncoderConfig) -> None:
         super().__init__()
-        if cell not in ("gru", "mlp_gru"):
-            raise ValueError(f"`cell` must be 'gru' or 'mlp_gru'; got {cell!r}.")
-        self.hidden_dim = hidden_dim
-        self.max_step = max_step
-        self.ode = nn.Sequential(nn.Linear(hidden_dim, units), nn.Tanh(),
-                                 nn.Linear(units, hidden_dim))
-        # The state the cell carries: H wide for nn.GRUCell, mean and std (2H) for MLPGRUCell,
-        # whose std part does not evolve between observations.
-        self.state_dim = 2 * hidden_dim if cell == "mlp_gru" else hidden_dim
-        self.gru = (MLPGRUCell(2 * input_dim, hidden_dim, units) if cell == "mlp_gru"
-                    else nn.GRUCell(2 * input_dim, hidden_dim))
-        self.to_z0 = nn.Sequential(nn.Linear(self.state_dim, units), nn.Tanh(),
-                                   nn.Linear(units, 2 * latent_dim))
+        self.hidden_dim = config.hidden
+        self.max_step = config.max_step
+        self.ode = nn.Sequential(nn.Linear(config.hidden, config.units), nn.Tanh(),
+                                 nn.Linear(config.units, config.hidden))
+        cell = CELLS[config.cell](2 * input_dim, config)
+        # The attribute keeps its historical name: checkpoints store the cell's weights under it.
+        self.gru = cell.module
+        self.state_dim = cell.state_dim
+        self.to_z0 = nn.Sequential(nn.Linear(self.state_dim, config.units), nn.Tanh(),
+                                   nn.Linear(config.units, 2 * latent_dim))
+        reference_init(self.ode)
+        reference_init(self.to_z0)
 
     def _evolve(self, h: Tensor, n: Tensor, step: Tensor, most: int) -> Tensor:
         if self.state_dim == self.hidden_dim:
             return fixed_step_evolve(self.ode, h, n, step, most)
-        mean, std = h[:, :self.hidden_dim], h[:, self.hidden_dim:]
-        return torch.cat([fixed_step_evolve(self.ode, mean, n, step, most), std], dim=-1)
+        # Only the first H coordinates follow the ODE; a cell's extra state (the std part of
+        # mlp_gru's [mean, std]) is carried unchanged between observations.
+        mean, rest = h[:, :self.hidden_dim], h[:, self.hidden_dim:]
+        return torch.cat([fixed_step_evolve(self.ode, mean, n, step, most), rest], dim=-1)
 
     def forward(self, obs: Observations, t0: Tensor) -> tuple[Tensor, Tensor]:
         """Encode.

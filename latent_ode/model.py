@@ -1,7 +1,7 @@
 """The Latent ODE (Chen et al. 2018, Sec. 5; Rubanova et al. 2019, Sec. 3).
 
 Generative model: z0 ~ N(0, I); z(t) solves dz/dt = f(z) from z0 at each series' reference time
-t0; x(t) ~ N(W z(t) + b, obs_std²) per channel. Recognition model: the backwards ODE-RNN gives
+t0; x(t) ~ N(decoder(z(t)), obs_std²) per channel. Recognition model: the backwards ODE-RNN gives
 q(z0 | observations).
 """
 
@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from latent_ode.config import ModelConfig, SolverConfig
 from latent_ode.data import Observations
+from latent_ode.decoders import DECODERS
+from latent_ode.dynamics import DYNAMICS
 from latent_ode.encoder import ODERNNEncoder
 from latent_ode.likelihoods import (
     gaussian_log_likelihood,
@@ -24,76 +26,7 @@ from latent_ode.likelihoods import (
 )
 from latent_ode.solver import ODESolution, solve
 
-__all__ = ["BilinearDynamics", "LatentODE", "LossOutput", "RotationDynamics"]
-
-
-def _mlp(width: int, units: int, layers: int) -> nn.Sequential:
-    if layers == 0:
-        return nn.Sequential(nn.Linear(width, width))
-    mods: list[nn.Module] = [nn.Linear(width, units), nn.Tanh()]
-    for _ in range(layers - 1):
-        mods += [nn.Linear(units, units), nn.Tanh()]
-    mods.append(nn.Linear(units, width))
-    return nn.Sequential(*mods)
-
-
-def _init_mlp(net: nn.Module, std: float = 0.1) -> None:
-    """The reference implementation's initialisation of its MLPs: N(0, std²) weights, zero biases
-    (``utils.init_network_weights`` there)."""
-    for m in net.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=std)
-            nn.init.zeros_(m.bias)
-
-
-def _rotations(dim: int, rate: float) -> Tensor:
-    """(dim, dim) block-diagonal generator of rotations in ``dim // 2`` planes, angular
-    frequencies uniform on [rate / 3, rate] (drawn from torch's global generator)."""
-    a = torch.zeros(dim, dim)
-    omega = rate / 3 + (rate - rate / 3) * torch.rand(dim // 2)
-    for k, w in enumerate(omega.tolist()):
-        a[2 * k, 2 * k + 1], a[2 * k + 1, 2 * k] = w, -w
-    return a
-
-
-class RotationDynamics(nn.Module):
-    """Latent dynamics ``f(z) = A z + mlp(z)``, with ``A`` initialised by :func:`_rotations`.
-
-    A linear part that starts as rotations gives the decoder trajectories that oscillate from the
-    first step; the MLP learns the rest (see ``ModelConfig.dynamics_rotation``).
-    """
-
-    def __init__(self, mlp: nn.Module, dim: int, rate: float) -> None:
-        super().__init__()
-        self.mlp = mlp
-        self.linear = nn.Parameter(_rotations(dim, rate))
-
-    def forward(self, z: Tensor) -> Tensor:
-        return z @ self.linear.T + self.mlp(z)
-
-
-class BilinearDynamics(nn.Module):
-    """Latent dynamics ``f(z) = inner(z) + (P z + a) * s tanh((Q z + b) / s)`` (see
-    ``ModelConfig.dynamics_bilinear``).
-
-    Near the origin the added term is the product ``(P z + a) * (Q z + b)``; the second factor
-    saturates at ``s = BOUND``, so the term grows at most linearly in z and the solutions cannot
-    blow up in finite time, as those of a quadratic ODE can. ``P``, ``Q``, ``a`` and ``b`` are
-    one linear layer, initialised as the other MLPs.
-    """
-
-    BOUND = 3.0
-
-    def __init__(self, inner: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.factors = nn.Linear(dim, 2 * dim)
-        _init_mlp(self.factors)
-
-    def forward(self, z: Tensor) -> Tensor:
-        left, right = self.factors(z).chunk(2, dim=-1)
-        gate = torch.tanh(right * (1.0 / self.BOUND)) * self.BOUND
-        return torch.addcmul(self.inner(z), left, gate)
+__all__ = ["LatentODE", "LossOutput"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +49,8 @@ class LossOutput:
 
 
 class LatentODE(nn.Module):
-    """Encoder, latent dynamics and decoder.
+    """Encoder, latent dynamics and decoder, each built from its registry by the name in
+    ``config`` (:mod:`latent_ode.cells`, :mod:`latent_ode.dynamics`, :mod:`latent_ode.decoders`).
 
     Args:
         config: the architecture and solver settings.
@@ -125,21 +59,10 @@ class LatentODE(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ODERNNEncoder(
-            config.input_dim, config.encoder_hidden, config.latent_dim, config.encoder_units,
-            config.encoder_max_step, config.encoder_cell,
-        )
-        self.dynamics = _mlp(config.latent_dim, config.dynamics_units, config.dynamics_layers)
-        self.decoder = nn.Linear(config.latent_dim, config.input_dim)
-        # nn.GRUCell keeps PyTorch's initialisation; every MLP gets the reference's.
-        for net in (self.dynamics, self.encoder.ode, self.encoder.to_z0, self.encoder.gru):
-            if not isinstance(net, nn.GRUCell):
-                _init_mlp(net)
-        if config.dynamics_rotation > 0:
-            self.dynamics = RotationDynamics(self.dynamics, config.latent_dim,
-                                             config.dynamics_rotation)
-        if config.dynamics_bilinear:
-            self.dynamics = BilinearDynamics(self.dynamics, config.latent_dim)
+        self.encoder = ODERNNEncoder(config.input_dim, config.latent_dim, config.encoder)
+        self.dynamics = DYNAMICS[config.dynamics.kind](config.latent_dim, config.dynamics)
+        self.decoder = DECODERS[config.decoder.kind](config.latent_dim, config.input_dim,
+                                                     config.decoder)
         # q(z0) starts nearly deterministic (std softplus(-4) = 0.018, as the reference's
         # |linear| output starts near 0): with std ~0.7 the sampled z0 would be mostly noise
         # at first, and the decoder would learn to ignore it and predict the mean curve.

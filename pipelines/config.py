@@ -2,9 +2,11 @@
 
 A config file has the sections ``[data]``, ``[model]``, ``[solver]``, ``[train]``,
 ``[evaluate]``, ``[register]`` and ``[mlflow]`` (see ``docs/pipelines.md`` for every key).
-The pipeline-level sections are pydantic models that reject unknown keys; ``[model]``,
-``[solver]`` and ``[train]`` are handed to the library's own frozen dataclasses through
-:func:`latent_ode.config.config_from_dict`, which names any bad key itself.
+The sections are pydantic models that reject unknown keys. ``[solver]``, ``[train]`` and the
+tables of ``[model]`` (``encoder``, ``dynamics``, ``decoder``) are built once, when the file is
+read, into the library's own frozen dataclasses by :func:`latent_ode.config.config_from_dict`,
+which names any bad key in full (``train.lr``, ``model.encoder.hidden``) with the type it
+expects. ``[model]`` also accepts the flat keys of older files (``encoder_hidden = 20``).
 
 Relative paths in a config (``data.path``, ``data.archives``) are resolved against the current
 working directory when the config is used, not against the config file's folder.
@@ -16,16 +18,36 @@ flattening, so params -> dict -> :class:`PipelineConfig` round-trips.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from latent_ode.config import (
+    DecoderConfig,
+    DynamicsConfig,
+    EncoderConfig,
+    ModelConfig,
+    SolverConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    nest_flat_model_keys,
+)
 from latent_ode.errors import ConfigError
 
 __all__ = [
@@ -33,6 +55,7 @@ __all__ = [
     "EvaluateSection",
     "GENERATED_DATASETS",
     "MlflowSection",
+    "ModelSection",
     "PipelineConfig",
     "PipelineSettings",
     "RegisterSection",
@@ -49,6 +72,8 @@ GENERATED_DATASETS = ("periodic", "spirals", "hopper", "physionet")
 """Values of ``data.dataset``: data made (or imported) by the pipeline instead of read from a file."""
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+
+C = TypeVar("C")
 
 
 def default_physionet_archives() -> list[Path]:
@@ -144,80 +169,95 @@ class MlflowSection(_Section):
     experiment: str = Field("latent-ode", min_length=1)
 
 
-def _validated_section(name: str, value: dict[str, Any]) -> dict[str, Any]:
-    """Check one of ``[model]``, ``[solver]``, ``[train]`` with the library and fill defaults."""
-    from latent_ode.config import (
-        ModelConfig,
-        SolverConfig,
-        TrainConfig,
-        config_from_dict,
-        config_to_dict,
-    )
+def _library_section(cls: type[C], key: str) -> Any:
+    """The annotation of a section that is one of the library's config dataclasses.
 
-    if name == "model":
+    pydantic hands the TOML table to :func:`latent_ode.config.config_from_dict`, which checks
+    every key once and names it in full (``train.lr``); the section then holds the frozen
+    dataclass itself, and dumps back to the same nested dict.
+    """
+
+    def build(value: Any) -> C:
+        if isinstance(value, cls):
+            return value
+        return config_from_dict(cls, value, key=key)  # ConfigError is a ValueError for pydantic
+
+    return Annotated[cls, PlainValidator(build), PlainSerializer(config_to_dict, return_type=dict)]
+
+
+EncoderSection = _library_section(EncoderConfig, "model.encoder")
+DynamicsSection = _library_section(DynamicsConfig, "model.dynamics")
+DecoderSection = _library_section(DecoderConfig, "model.decoder")
+SolverSection = _library_section(SolverConfig, "solver")
+TrainSection = _library_section(TrainConfig, "train")
+
+# The scalar keys of [model] take their defaults from the library, so the two cannot drift.
+_MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+class ModelSection(_Section):
+    """``[model]``: the library's :class:`~latent_ode.config.ModelConfig` but for the solver
+    (its own ``[solver]`` section) and with ``input_dim`` optional: it is the number of channels
+    of the data unless given.
+
+    The flat keys of configs written before the nesting (``encoder_hidden = 20``) are read as
+    their nested spelling (``[model.encoder] hidden = 20``).
+    """
+
+    input_dim: int | None = Field(None, gt=0, strict=True)
+    latent_dim: int = Field(_MODEL_DEFAULTS["latent_dim"], gt=0, strict=True)
+    obs_std: float = Field(_MODEL_DEFAULTS["obs_std"], gt=0.0, strict=True)
+    encoder: EncoderSection = Field(default_factory=EncoderConfig)
+    dynamics: DynamicsSection = Field(default_factory=DynamicsConfig)
+    decoder: DecoderSection = Field(default_factory=DecoderConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_keys(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
         if "solver" in value:
             raise ValueError("put the solver settings in the [solver] section, not in [model]")
-        # input_dim is D, which the data decide; a placeholder lets the other keys be checked now.
-        given_dim = "input_dim" in value
-        built = config_from_dict(ModelConfig, {"input_dim": 1, **value})
-        out = config_to_dict(built)
-        out.pop("solver")
-        if not given_dim:
-            out.pop("input_dim")
-        return out
-    klass = SolverConfig if name == "solver" else TrainConfig
-    return config_to_dict(config_from_dict(klass, value))
+        return nest_flat_model_keys(value, key="model")
 
 
 class PipelineConfig(_Section):
     """A whole pipeline configuration (what one TOML file holds).
 
-    ``model``, ``solver`` and ``train`` are kept as plain nested dicts with every default filled
-    in by the library (so that they log completely); :meth:`model_config_for` and
-    :meth:`train_config` build the frozen library objects from them. ``model.input_dim`` may be
-    left out: it is the number of channels of the data.
+    ``solver`` and ``train`` hold the library's frozen config objects, built once when the file
+    is read; :meth:`model_config_for` adds the data's channel count to ``model`` and the solver.
     """
 
     data: DataSection
-    model: dict[str, Any] = Field(default_factory=dict)
-    solver: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
+    model: ModelSection = Field(default_factory=ModelSection)
+    solver: SolverSection = Field(default_factory=SolverConfig)
+    train: TrainSection = Field(default_factory=TrainConfig)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     # ``register`` would shadow pydantic's BaseModel.register (ABCMeta); the TOML key stays.
     registry: RegisterSection = Field(default_factory=RegisterSection, alias="register")
     mlflow: MlflowSection = Field(default_factory=MlflowSection)
 
-    @field_validator("model", "solver", "train", mode="after")
-    @classmethod
-    def _library_section(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
-        try:
-            return _validated_section(info.field_name, value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    def model_config_for(self, channels: list[str]) -> Any:
+    def model_config_for(self, channels: list[str]) -> ModelConfig:
         """The library's ``ModelConfig`` (with its ``SolverConfig``) for data with ``channels``.
 
         Raises:
             ConfigError: ``model.input_dim`` is set and differs from the number of channels.
         """
-        from latent_ode.config import ModelConfig, config_from_dict
-
         d = len(channels)
-        given = self.model.get("input_dim")
+        given = self.model.input_dim
         if given is not None and given != d:
             raise ConfigError(
                 f"`model.input_dim` is {given} but the data have {d} channels {channels}; remove "
                 "`input_dim` from [model] (it defaults to the number of channels) or set it to "
                 f"{d}."
             )
-        return config_from_dict(ModelConfig, {**self.model, "input_dim": d, "solver": self.solver})
+        return ModelConfig(input_dim=d, latent_dim=self.model.latent_dim, obs_std=self.model.obs_std,
+                           encoder=self.model.encoder, dynamics=self.model.dynamics,
+                           decoder=self.model.decoder, solver=self.solver)
 
-    def train_config(self) -> Any:
+    def train_config(self) -> TrainConfig:
         """The library's ``TrainConfig``."""
-        from latent_ode.config import TrainConfig, config_from_dict
-
-        return config_from_dict(TrainConfig, self.train)
+        return self.train
 
     def to_dict(self) -> dict[str, Any]:
         """The nested, JSON-able dict that is logged as params and saved as ``config.json``."""

@@ -116,7 +116,7 @@ async def predict(body: PredictRequest, state: State) -> Response:
             channels=fc.channels,
             time_unit=fc.time_unit,
             time_scale=float(fc.normaliser.time_scale),
-            encoder_max_step=float(fc.model_config.encoder_max_step),
+            encoder_max_step=float(fc.model_config.encoder.max_step),
             limits=state.limits,
         )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, datasets
+from latent_ode import DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser, datasets
 
 # Comparisons of the same computation done two ways (batching, permutation, save/load).
 TOL = {
@@ -34,9 +34,8 @@ def periodic_small():
 def forecaster(request, periodic_small) -> Forecaster:
     cell, rotation, bilinear = request.param
     norm = Normaliser.fit(periodic_small, kind="standard")
-    cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16, encoder_cell=cell, dynamics_rotation=rotation,
-                      dynamics_bilinear=bilinear)
+    cfg = ModelConfig(input_dim=1, latent_dim=4, encoder=EncoderConfig(cell=cell, hidden=8, units=16),
+                      dynamics=DynamicsConfig(units=16, rotation=rotation, bilinear=bilinear))
     return Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
 
 
@@ -44,8 +43,9 @@ def forecaster(request, periodic_small) -> Forecaster:
 def two_channel_forecaster(request) -> tuple[Forecaster, list]:
     data = datasets.spirals(20, n_times=20, n_total=200, seed=1)
     norm = Normaliser.fit(data, kind="standard")
-    cfg = ModelConfig(input_dim=2, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16, encoder_cell=request.param)
+    cfg = ModelConfig(input_dim=2, latent_dim=4,
+                      encoder=EncoderConfig(cell=request.param, hidden=8, units=16),
+                      dynamics=DynamicsConfig(units=16))
     return Forecaster.create(cfg, norm, channels=["x", "y"], time_unit="s", seed=0), data
 
 

@@ -13,7 +13,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, TrainConfig, datasets, fit
+from latent_ode import (
+    DynamicsConfig,
+    EncoderConfig,
+    Forecaster,
+    ModelConfig,
+    Normaliser,
+    TrainConfig,
+    datasets,
+    fit,
+)
 
 
 def main() -> None:
@@ -24,8 +33,9 @@ def main() -> None:
                                 world_size=world)
     data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
-    cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
-                      dynamics_units=16, encoder_max_step=0.1)
+    cfg = ModelConfig(input_dim=1, latent_dim=4,
+                      encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
+                      dynamics=DynamicsConfig(units=16))
     fc = Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=rank)  # rank 0 wins
     events = []
     timed = sys.argv[5:] == ["timed"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latent_ode.encoder import MLPGRUCell
+from latent_ode.cells import MLPGRUCell
 
 
 def _cell_with_gates(bias: float) -> MLPGRUCell:

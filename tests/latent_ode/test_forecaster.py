@@ -13,6 +13,8 @@ from latent_ode import (
     CheckpointError,
     ConfigError,
     DataError,
+    DynamicsConfig,
+    EncoderConfig,
     Forecaster,
     ModelConfig,
     Normaliser,
@@ -110,8 +112,8 @@ def test_output_shapes_over_a_grid(b, t, d, q, s) -> None:
     rng = np.random.default_rng(0)
     series = [Series(times=np.cumsum(rng.uniform(0.1, 1.0, t)), values=rng.normal(size=(t, d)))
               for _ in range(b)]
-    fc = Forecaster.create(ModelConfig(input_dim=d, latent_dim=3, encoder_hidden=4, encoder_units=8,
-                                       dynamics_units=8),
+    fc = Forecaster.create(ModelConfig(input_dim=d, latent_dim=3, encoder=EncoderConfig(hidden=4, units=8),
+                                       dynamics=DynamicsConfig(units=8)),
                            Normaliser.fit(series), channels=[f"c{i}" for i in range(d)], time_unit="s")
     out = fc.predict(series, [rng.uniform(-1, 10, q) for _ in range(b)], num_samples=s,
                      quantiles=(0.2, 0.8))

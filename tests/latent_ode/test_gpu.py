@@ -12,7 +12,18 @@ import pytest
 import torch
 from torch import nn
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, evaluate, fit
+from latent_ode import (
+    DynamicsConfig,
+    EncoderConfig,
+    Forecaster,
+    ModelConfig,
+    Normaliser,
+    SolverConfig,
+    TrainConfig,
+    datasets,
+    evaluate,
+    fit,
+)
 from latent_ode.solver import solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 from tests.latent_ode.test_solver import TIGHT, Blowup, Linear
@@ -82,7 +93,7 @@ def test_training_on_cuda_beats_linear_interpolation_and_loads_on_cpu(cuda_devic
     data = datasets.periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
     train, val, test = data[:200], data[200:250], data[250:]
     norm = Normaliser.fit(train, kind="none", time_scale=1.0)
-    cfg = ModelConfig(input_dim=1, latent_dim=6, encoder_max_step=0.1)
+    cfg = ModelConfig(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1))
     fc = Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0).to(cuda_device)
     result = fit(fc, train, val, TrainConfig(max_steps=400, batch_size=50, progress=False, seed=0,
                                              patience=None, val_metric="val_interp_mse"))
@@ -109,8 +120,8 @@ def test_adjoint_training_on_cuda_takes_the_steps_backprop_takes_on_cpu(cuda_dev
     data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     cfg = TrainConfig(batch_size=10, max_steps=2, progress=False, seed=3, task="extrapolation")
-    small = dict(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16, dynamics_units=16,
-                 encoder_max_step=0.1)
+    small = dict(input_dim=1, latent_dim=4, encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
+                 dynamics=DynamicsConfig(units=16))
     runs = {}
     for device, gradient in (("cpu", "backprop"), (cuda_device, "adjoint")):
         fc = Forecaster.create(ModelConfig(**small, solver=SolverConfig(gradient=gradient)), norm,

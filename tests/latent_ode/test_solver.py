@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from latent_ode import ConfigError, ModelConfig, SolverConfig, SolverError
+from latent_ode import ConfigError, DynamicsConfig, ModelConfig, SolverConfig, SolverError
+from latent_ode.dynamics import BilinearDynamics, RotationDynamics
 from latent_ode.errors import ShapeError
-from latent_ode.model import BilinearDynamics, LatentODE, RotationDynamics
+from latent_ode.model import LatentODE
 from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 
@@ -202,7 +203,7 @@ def test_euler_steps_of_a_series_do_not_depend_on_its_batch() -> None:
 
 def test_rotation_dynamics_start_as_rotations_at_the_configured_frequencies() -> None:
     torch.manual_seed(0)
-    model = LatentODE(ModelConfig(input_dim=1, latent_dim=5, dynamics_rotation=6.0)).double()
+    model = LatentODE(ModelConfig(input_dim=1, latent_dim=5, dynamics=DynamicsConfig(rotation=6.0))).double()
     dyn = model.dynamics
     assert isinstance(dyn, RotationDynamics)
     a = dyn.linear.detach()
@@ -226,7 +227,7 @@ def _bilinear_only(latent_dim: int, left: list[list[float]], right: list[list[fl
     """The bilinear term alone (the MLP silenced), with the given P and Q and no biases."""
     torch.manual_seed(0)
     dyn = LatentODE(ModelConfig(input_dim=1, latent_dim=latent_dim,
-                                dynamics_bilinear=True)).double().dynamics
+                                dynamics=DynamicsConfig(bilinear=True))).double().dynamics
     assert isinstance(dyn, BilinearDynamics)
     with torch.no_grad():
         for p in dyn.inner.parameters():
@@ -267,16 +268,16 @@ def test_bilinear_dynamics_do_not_blow_up_where_a_quadratic_would() -> None:
 
 def test_bilinear_dynamics_add_a_bounded_product_to_the_inner_dynamics() -> None:
     torch.manual_seed(0)
-    plain = LatentODE(ModelConfig(input_dim=1, latent_dim=4, dynamics_rotation=3.0)).dynamics
+    plain = LatentODE(ModelConfig(input_dim=1, latent_dim=4, dynamics=DynamicsConfig(rotation=3.0))).dynamics
     dyn = BilinearDynamics(plain, 4)
     z = torch.randn(6, 4)
     left, right = dyn.factors(z).chunk(2, dim=-1)
     s = BilinearDynamics.BOUND
     torch.testing.assert_close(dyn(z), plain(z) + left * s * torch.tanh(right / s))
-    with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_bilinear` must be true or false"):
-        ModelConfig(input_dim=1, dynamics_bilinear=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`DynamicsConfig.bilinear` must be true or false; got 1"):
+        DynamicsConfig(bilinear=1)  # type: ignore[arg-type]
 
 
 def test_model_config_rejects_negative_rotation() -> None:
-    with pytest.raises(ValueError, match=r"`ModelConfig.dynamics_rotation` must be non-negative"):
-        ModelConfig(input_dim=1, dynamics_rotation=-1.0)
+    with pytest.raises(ValueError, match=r"`DynamicsConfig.rotation` must be non-negative"):
+        DynamicsConfig(rotation=-1.0)

@@ -10,6 +10,8 @@ from latent_ode import (
     CheckpointError,
     ConfigError,
     DataError,
+    DynamicsConfig,
+    EncoderConfig,
     Forecaster,
     ModelConfig,
     Normaliser,
@@ -20,8 +22,8 @@ from latent_ode import (
     fit,
 )
 
-SMALL = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16, dynamics_units=16,
-                    encoder_max_step=0.1)
+SMALL = ModelConfig(input_dim=1, latent_dim=4, encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
+                    dynamics=DynamicsConfig(units=16))
 
 
 def _setup(seed: int = 0):
@@ -209,7 +211,7 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     data = datasets.periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
     train, val, test = data[:200], data[200:250], data[250:]
     norm = Normaliser.fit(train, kind="none", time_scale=1.0)
-    fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=6, encoder_max_step=0.1), norm,
+    fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1)), norm,
                            channels=["x"], time_unit="s", seed=0)
     result = fit(fc, train, val, TrainConfig(max_steps=400, batch_size=50, progress=False, seed=0,
                                              patience=None, val_metric="val_interp_mse"))

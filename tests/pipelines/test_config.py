@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from latent_ode.config import ModelConfig, TrainConfig
+from latent_ode.config import ModelConfig, SolverConfig, TrainConfig
 from latent_ode.errors import ConfigError
+from pipelines.cli import main
 from pipelines.config import (
     PipelineConfig,
     flatten_params,
@@ -94,12 +95,30 @@ def test_physionet_config_follows_the_paper_protocol() -> None:
         ({"evaluate": {"n_plots": 3}}, r"unknown key `evaluate\.n_plots`"),
         ({"data": {"split": {"train": 0.5, "val": 0.2, "test": 0.2, "sed": 1}}},
          r"unknown key `data\.split\.sed`"),
-        ({"model": {"latent_size": 4}},
-         r"`model`: unknown key\(s\) \['latent_size'\] for ModelConfig"),
-        ({"train": {"epochs": 4}}, r"`train`: unknown key\(s\) \['epochs'\] for TrainConfig"),
-        ({"solver": {"rtol": 2.0}}, r"`solver`: `SolverConfig\.rtol` must be in \(0, 1\); got 2\.0"),
-        ({"train": {"batch_size": 0}},
-         r"`TrainConfig\.batch_size` must be a positive integer; got 0"),
+        ({"model": {"latent_size": 4}}, r"unknown key `model\.latent_size`.*section \[model\]"),
+        ({"model": {"encoder": {"hiden": 4}}},
+         r"`model\.encoder`: unknown key\(s\) \['hiden'\] for EncoderConfig in `model\.encoder`"),
+        ({"train": {"epochs": 4}},
+         r"`train`: unknown key\(s\) \['epochs'\] for TrainConfig in `train`"),
+        ({"solver": {"rtol": 2.0}}, r"`solver`: `solver\.rtol` must be in \(0, 1\); got 2\.0"),
+        ({"train": {"batch_size": 0}}, r"`train\.batch_size` must be a positive integer; got 0"),
+        ({"train": {"lr": "fast"}}, r"`train\.lr` must be a float; got 'fast'\."),
+        ({"train": {"patience": 2.5}}, r"`train\.patience` must be an integer or None; got 2\.5"),
+        ({"train": {"progress": "yes"}}, r"`train\.progress` must be true or false; got 'yes'"),
+        ({"solver": {"method": "euler"}},
+         r"`solver\.method` must be one of 'dopri5', 'tsit5'; got 'euler'"),
+        ({"model": {"encoder": {"hidden": "x"}}},
+         r"`model\.encoder\.hidden` must be an integer; got 'x'"),
+        ({"model": {"encoder": {"cell": "lstm"}}},
+         r"`model\.encoder\.cell` must be one of 'gru', 'mlp_gru'; got 'lstm'"),
+        ({"model": {"dynamics": {"kind": "sde"}}}, r"`model\.dynamics\.kind` must be one of 'mlp'"),
+        ({"model": {"decoder": {"kind": "mlp"}}}, r"`model\.decoder\.kind` must be one of 'linear'"),
+        ({"model": {"dynamics": {"bilinear": 1}}},
+         r"`model\.dynamics\.bilinear` must be true or false; got 1"),
+        ({"model": {"latent_dim": "4"}}, r"`model\.latent_dim`: Input should be a valid integer"),
+        ({"model": {"obs_std": 0.0}}, r"`model\.obs_std`: Input should be greater than 0"),
+        ({"model": {"encoder_hidden": 3}},
+         r"`model\.encoder_hidden` and `model\.encoder\.hidden` both set the same value"),
         ({"data": {"normalisation": "zscore"}},
          r"`data\.normalisation`: Input should be 'standard', 'minmax' or 'none' \(got 'zscore'\)"),
         ({"data": {"split": {"train": 0.8, "val": 0.2, "test": 0.2}}},
@@ -128,7 +147,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 def test_input_dim_comes_from_the_data_and_a_mismatch_is_named() -> None:
     cfg = parse_config(tiny_config())
-    assert "input_dim" not in cfg.model
+    assert cfg.model.input_dim is None
     assert cfg.model_config_for(["a", "b"]).input_dim == 2
     fixed = parse_config(tiny_config(model={"input_dim": 3}))
     with pytest.raises(ConfigError, match=r"`model\.input_dim` is 3 but the data have 2 channels"):
@@ -137,9 +156,42 @@ def test_input_dim_comes_from_the_data_and_a_mismatch_is_named() -> None:
 
 def test_library_sections_are_filled_with_their_defaults() -> None:
     cfg = parse_config(tiny_config())
-    assert cfg.train["lr_decay"] == TrainConfig().lr_decay
-    assert cfg.model["obs_std"] == ModelConfig(input_dim=1).obs_std
+    assert cfg.train.lr_decay == TrainConfig().lr_decay
+    assert cfg.model.obs_std == ModelConfig(input_dim=1).obs_std
+    assert cfg.model.encoder.max_step == ModelConfig(input_dim=1).encoder.max_step
     assert cfg.model_config_for(["x"]).solver.rtol == pytest.approx(1e-2)
+    assert cfg.model_config_for(["x"]).encoder.hidden == 8
+
+
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy" / "configs"
+
+
+@pytest.mark.parametrize("name", ["periodic", "periodic-tiny", "hopper", "physionet"])
+def test_configs_with_flat_model_keys_load_as_the_nested_ones(name: str) -> None:
+    """Users' TOML files from before the nesting (``encoder_hidden = 30`` in [model]) still load,
+    into the same config as the shipped nested file."""
+    legacy_text = (LEGACY / f"{name}.toml").read_text()
+    assert "encoder_hidden" in legacy_text and "[model.encoder]" not in legacy_text
+    legacy = load_config(LEGACY / f"{name}.toml")
+    assert legacy == load_config(CONFIGS / f"{name}.toml")
+    channels = ["a"] * (37 if name == "physionet" else 1)
+    flat = tomllib.loads(legacy_text)["model"]
+    built = legacy.model_config_for(channels)
+    assert (built.encoder.hidden, built.encoder.units) == (flat["encoder_hidden"], flat["encoder_units"])
+    assert built.dynamics.units == flat["dynamics_units"]
+    assert built.dynamics.rotation == flat.get("dynamics_rotation", 0.0)
+    # Saved (params, config.json) in the nested form from then on.
+    assert "encoder_hidden" not in legacy.to_dict()["model"]
+    assert legacy.to_dict()["model"]["encoder"]["hidden"] == flat["encoder_hidden"]
+
+
+def test_sections_hold_the_library_objects_built_once() -> None:
+    cfg = parse_config(tiny_config(train={"lr": 1}))
+    assert isinstance(cfg.train, TrainConfig)
+    assert cfg.train_config() is cfg.train
+    assert isinstance(cfg.train.lr, float)  # a TOML integer for a float key is a float
+    assert isinstance(cfg.solver, SolverConfig)
+    assert cfg.model_config_for(["x"]).solver is cfg.solver
 
 
 def test_config_params_config_json_round_trip() -> None:
@@ -184,3 +236,14 @@ def test_register_key_is_kept_in_the_dict() -> None:
     assert cfg.registry.metric == "val_mse"
     assert cfg.to_dict()["register"]["metric"] == "val_mse"
     assert isinstance(cfg, PipelineConfig)
+
+
+def test_a_wrongly_typed_library_key_stops_the_cli_with_its_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The issue's example: `lr = "fast"` names `train.lr` and the type, through the usual
+    one-line error and exit status 2 (it used to end in a comparison TypeError)."""
+    path = write_config(tmp_path / "c.toml", train={"lr": "fast"})
+    assert main(["pipeline", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "`train.lr` must be a float; got 'fast'." in err

@@ -93,8 +93,8 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     assert lib.steps == 12  # 4 epochs x ceil(24 / 8)
     # The metrics are those of the kept (best) weights, not of the last validation.
     assert result.metrics == summary_metrics(lib)
-    assert result.metrics[tiny_cfg.train["val_metric"]] == pytest.approx(lib.best_metric)
-    assert lib.best_metric <= lib.history[0][tiny_cfg.train["val_metric"]]
+    assert result.metrics[tiny_cfg.train.val_metric] == pytest.approx(lib.best_metric)
+    assert lib.best_metric <= lib.history[0][tiny_cfg.train.val_metric]
     assert result.forecaster.metadata["metrics"] == result.metrics
 
     ev = evaluate(tiny_cfg, result.forecaster, tiny_data)

@@ -41,11 +41,11 @@ def make_series(n: int = 16, *, seed: int = 0) -> list[Any]:
 
 def make_forecaster(*, seed: int = 0, metadata: dict[str, Any] | None = None) -> Any:
     """A real, untrained Forecaster with weights initialised from ``seed``."""
-    from latent_ode import Forecaster, ModelConfig, Normaliser
+    from latent_ode import DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser
 
     config = ModelConfig(
-        input_dim=len(CHANNELS), latent_dim=4, encoder_hidden=8, encoder_units=16,
-        dynamics_units=16,
+        input_dim=len(CHANNELS), latent_dim=4, encoder=EncoderConfig(hidden=8, units=16),
+        dynamics=DynamicsConfig(units=16),
     )
     return Forecaster.create(
         config,
