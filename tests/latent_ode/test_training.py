@@ -177,8 +177,9 @@ def test_adjoint_training_step_runs_and_matches_backprop_loss() -> None:
 
 
 def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch) -> None:
-    from latent_ode import training
-    from latent_ode.training import calibrate_noise, to_model_batch
+    from latent_ode.tasks import to_model_batch
+    from latent_ode.training import calibration
+    from latent_ode.training.calibration import calibrate_noise
 
     fc, _, val = _setup()
     val_obs = to_model_batch(fc, val)
@@ -188,7 +189,7 @@ def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch
     # Ten series of 20 points: about 100 held-out points inside the windows and 100 after them,
     # but a backcast point only where a context misses a series' first point: too few to
     # estimate from, so the backcast does not get its own estimate...
-    monkeypatch.setattr(training, "_MIN_CALIBRATION_POINTS", 1)
+    monkeypatch.setattr(calibration, "_MIN_CALIBRATION_POINTS", 1)
     own = calibrate_noise(fc, val_obs, cfg)
     assert (own[0][0], own[1][0]) == (inside[0], after[0])
     assert own[2][0] != before[0]
