@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic  # the training clock (module-level: a test replaces it)
 from typing import Literal
 
 import torch
@@ -116,7 +116,7 @@ class _Run:
             checkpoint_dir, writes=group.reports, model=self.model, optimizer=self.optimizer,
             generator=self.generator, average=self.average, config=config)
         self.time_up = False
-        self._started = time.monotonic()
+        self._started = monotonic()
         self._running: dict[str, float] = {}
 
     def resume(self) -> None:
@@ -127,12 +127,12 @@ class _Run:
 
     def start_clock(self) -> None:
         """Count the time from now on top of the time the resumed run had already spent."""
-        self._started = time.monotonic() - self.state.elapsed_s
+        self._started = monotonic() - self.state.elapsed_s
 
     def budget_spent(self) -> bool:
         """This process's clock has passed ``max_time_s``."""
         limit = self.config.max_time_s
-        return limit is not None and time.monotonic() - self._started >= limit
+        return limit is not None and monotonic() - self._started >= limit
 
     def total_steps(self) -> int:
         """The steps the run takes at most (for the progress bar)."""
@@ -245,7 +245,7 @@ class _Run:
 
     def snapshot(self) -> None:
         """Write the resumable checkpoint, with the time spent so far."""
-        self.state.elapsed_s = time.monotonic() - self._started
+        self.state.elapsed_s = monotonic() - self._started
         self.checkpointer.save(self.state, self.best_weights)
 
     def emit(self, event: TrainEvent) -> None:
