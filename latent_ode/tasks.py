@@ -40,7 +40,7 @@ def compact(obs: Observations, keep: Tensor) -> Observations:
     Every series must keep at least one valid point. Padding repeats each series' last kept
     time, with an all-False mask.
     """
-    b, t = keep.shape
+    t = keep.shape[1]
     keep = keep & obs.valid
     lengths = keep.sum(dim=1)
     assert bool((lengths >= 1).all()), "compact() needs one kept point per series"

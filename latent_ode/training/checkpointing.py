@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -51,12 +50,16 @@ class Checkpointer:
     config: TrainConfig
 
     @classmethod
-    def create(cls, checkpoint_dir: str | Path | None, **parts: Any) -> Checkpointer:
-        """A checkpointer writing into ``checkpoint_dir`` (created), or none when it is None."""
+    def create(cls, checkpoint_dir: str | Path | None, *, writes: bool, model: nn.Module,
+               optimizer: torch.optim.Optimizer, generator: torch.Generator,
+               average: WeightAverage, config: TrainConfig) -> Checkpointer:
+        """A checkpointer writing ``last.pt`` into ``checkpoint_dir`` (created now), or none
+        when it is ``None``; the other arguments are the attributes."""
         path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path=path, **parts)
+        return cls(path=path, writes=writes, model=model, optimizer=optimizer,
+                   generator=generator, average=average, config=config)
 
     def save(self, state: TrainState, best_weights: dict[str, torch.Tensor]) -> None:
         """Write the checkpoint (when this process writes one at all)."""
