@@ -116,7 +116,7 @@ class _Run:
             checkpoint_dir, writes=group.reports, model=self.model, optimizer=self.optimizer,
             generator=self.generator, average=self.average, config=config)
         self.time_up = False
-        self._started = monotonic()
+        self._started = 0.0  # set by start_clock, once the resumed elapsed time is known
         self._running: dict[str, float] = {}
 
     def resume(self) -> None:
