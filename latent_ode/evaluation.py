@@ -20,8 +20,7 @@ from latent_ode.config import SolverConfig
 from latent_ode.data import Observations, Series
 from latent_ode.errors import DataError
 from latent_ode.forecaster import Forecaster, mixture_quantiles, window_position
-from latent_ode.tasks import extrapolation_task, interpolation_task, seen_in_context
-from latent_ode.training import to_model_batch
+from latent_ode.tasks import TASK_PREFIX, TASKS, seen_in_context, task_batches, to_model_batch
 
 __all__ = ["EvalResult", "evaluate", "linear_interpolation", "last_observation"]
 
@@ -106,39 +105,34 @@ def evaluate(
         sums[name] = sums.get(name, 0.0) + total
         counts[name] = counts.get(name, 0) + count
 
-    for start in range(0, obs.batch_size, batch_size):
-        idx = torch.arange(start, min(start + batch_size, obs.batch_size), device=obs.times.device)
-        batch = obs.index(idx)
-        for task in ("interp", "extrap"):
-            if task == "interp":
-                context, target = interpolation_task(batch, interp_fraction, generator=gen)
-            else:
-                context, target = extrapolation_task(batch, extrap_split)
-            samples, _ = forecaster.sample_normalised(context, target.times,
-                                                      num_samples=num_samples, seed=seed + start,
-                                                      solver=solver)
-            mean = samples.mean(0)  # (B, T, D)
-            # Held-out: target points the encoder did not see.
-            seen = seen_in_context(context, target)
-            heldout = target.mask & ~seen
-            if task == "interp":
-                add("interp_mse", *_sq_err(mean, target, target.mask))
-                add("interp_mse_heldout", *_sq_err(mean, target, heldout))
-                add("linear_interp_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
-                add("locf_interp_mse", *_sq_err(last_observation(context, target), target, heldout))
-            else:
-                add("extrap_mse", *_sq_err(mean, target, heldout))
-                add("locf_extrap_mse", *_sq_err(last_observation(context, target), target, heldout))
-                add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
-            # Mixture predictive density of the held-out values.
-            position = window_position(target.times, context.first_time, context.last_time)
-            noise = forecaster.noise_tensor(position, samples)
-            comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
-            logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
-            add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))
-            q = mixture_quantiles(samples, noise, (0.05, 0.95))  # (2, B, T, D)
-            inside = (target.values >= q[0]) & (target.values <= q[1])
-            add(f"{task}_coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
-            add("coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
+    # Untrimmed minibatches: the contexts drawn stay those of every evaluation published so far.
+    for item in task_batches(obs, TASKS, batch_size=batch_size, interp_fraction=interp_fraction,
+                             extrap_split=extrap_split, generator=gen, trim=False):
+        task, context, target = TASK_PREFIX[item.task], item.context, item.target
+        samples, _ = forecaster.sample_normalised(context, target.times, num_samples=num_samples,
+                                                  seed=seed + item.start, solver=solver)
+        mean = samples.mean(0)  # (B, T, D)
+        # Held-out: target points the encoder did not see.
+        seen = seen_in_context(context, target)
+        heldout = target.mask & ~seen
+        if task == "interp":
+            add("interp_mse", *_sq_err(mean, target, target.mask))
+            add("interp_mse_heldout", *_sq_err(mean, target, heldout))
+            add("linear_interp_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
+            add("locf_interp_mse", *_sq_err(last_observation(context, target), target, heldout))
+        else:
+            add("extrap_mse", *_sq_err(mean, target, heldout))
+            add("locf_extrap_mse", *_sq_err(last_observation(context, target), target, heldout))
+            add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
+        # Mixture predictive density of the held-out values.
+        position = window_position(target.times, context.first_time, context.last_time)
+        noise = forecaster.noise_tensor(position, samples)
+        comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
+        logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
+        add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))
+        q = mixture_quantiles(samples, noise, (0.05, 0.95))  # (2, B, T, D)
+        inside = (target.values >= q[0]) & (target.values <= q[1])
+        add(f"{task}_coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
+        add("coverage_90", float(inside[heldout].sum()), int(heldout.sum()))
     metrics = {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}
     return EvalResult(metrics=metrics, counts=counts)

@@ -179,8 +179,9 @@ def test_adjoint_training_step_runs_and_matches_backprop_loss() -> None:
 
 
 def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch) -> None:
-    from latent_ode import training
-    from latent_ode.training import calibrate_noise, to_model_batch
+    from latent_ode.tasks import to_model_batch
+    from latent_ode.training import calibration
+    from latent_ode.training.calibration import calibrate_noise
 
     fc, _, val = _setup()
     val_obs = to_model_batch(fc, val)
@@ -190,7 +191,7 @@ def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch
     # Ten series of 20 points: about 100 held-out points inside the windows and 100 after them,
     # but a backcast point only where a context misses a series' first point: too few to
     # estimate from, so the backcast does not get its own estimate...
-    monkeypatch.setattr(training, "_MIN_CALIBRATION_POINTS", 1)
+    monkeypatch.setattr(calibration, "_MIN_CALIBRATION_POINTS", 1)
     own = calibrate_noise(fc, val_obs, cfg)
     assert (own[0][0], own[1][0]) == (inside[0], after[0])
     assert own[2][0] != before[0]
@@ -285,3 +286,56 @@ def test_distributed_processes_stop_together_on_a_time_budget(tmp_path) -> None:
     assert int(r0["steps"]) == int(r1["steps"]) > 1
     for k, v in r0["weights"].items():
         torch.testing.assert_close(r1["weights"][k], v, rtol=0, atol=0)
+
+
+def test_early_stopping_stops_at_the_validation_that_exhausts_patience(monkeypatch) -> None:
+    """Patience counts validations since the best one (not since the previous one): with
+    patience 2, a run validated at 1.0, 0.5, 0.6, 0.55 stops at the fourth validation, having
+    kept the second."""
+    from latent_ode.training import loop
+
+    scripted = iter([1.0, 0.5, 0.6, 0.55, 0.4, 0.3, 0.2, 0.1])
+    monkeypatch.setattr(loop, "validate", lambda model, val, config: {"val_mse": next(scripted)})
+    fc, tr, va = _setup()  # 40 series, batch 10: 4 steps an epoch
+    res = fit(fc, tr, va, TrainConfig(batch_size=10, max_epochs=8, patience=2, progress=False,
+                                      calibrate_noise=False))
+    assert res.stopped == "early_stop"
+    assert (res.epochs, res.steps) == (4, 16)
+    assert [h["val_mse"] for h in res.history] == [1.0, 0.5, 0.6, 0.55]
+    assert (res.best_metric, res.best_step) == (0.5, 8)
+    assert fc.metadata["training"]["stopped"] == "early_stop"
+
+
+def test_time_budget_stops_a_single_process_run(monkeypatch) -> None:
+    """A clock that moves 1000 s per reading is past a 1500 s budget after a step or two: the
+    run stops there, long before ``max_steps``, still validates its last weights, and counts
+    the budget's time."""
+    from latent_ode.training import loop
+
+    readings = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(loop, "monotonic", lambda: float(next(readings)))
+    fc, tr, va = _setup()
+    res = fit(fc, tr, va, TrainConfig(batch_size=10, max_steps=40, max_time_s=1500.0,
+                                      progress=False, calibrate_noise=False))
+    assert res.stopped == "max_time"
+    assert 1 <= res.steps < 40
+    assert res.history[-1]["step"] == res.steps
+    assert res.elapsed_s >= 1500.0
+
+
+def test_resume_without_a_checkpoint_starts_afresh_like_an_unresumed_run(tmp_path, caplog) -> None:
+    cfg = TrainConfig(batch_size=10, max_steps=6, checkpoint_every=4, progress=False, seed=2,
+                      calibrate_noise=False)
+    plain, tr, va = _setup()
+    plain_result = fit(plain, tr, va, cfg)
+    fresh, tr, va = _setup()
+    ckpt_dir = tmp_path / "not" / "yet"
+    with caplog.at_level("WARNING", logger="latent_ode"):
+        fresh_result = fit(fresh, tr, va, cfg, checkpoint_dir=ckpt_dir, resume=True)
+    assert "no checkpoint at" in caplog.text and "starting from scratch" in caplog.text
+    assert fresh_result.steps == plain_result.steps == 6
+    assert fresh_result.history == plain_result.history
+    for k, v in _weights(plain).items():
+        torch.testing.assert_close(_weights(fresh)[k], v, rtol=0, atol=0)
+    # ... and from then on it checkpoints where it was told to.
+    assert (ckpt_dir / "last.pt").exists()
