@@ -14,7 +14,7 @@ from torch import Tensor
 from latent_ode.checkpoint import load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
-from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError
+from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
 from latent_ode.solver import SolverStats, failure_error, failure_message, series_failures
@@ -79,12 +79,23 @@ def raise_on_failure(forecasts: Sequence[Forecast]) -> list[Forecast]:
         SolverError: ``.series`` lists the failed series (indices into ``forecasts``) and
             ``.reason`` is the commonest of their reasons.
     """
-    failed = [i for i, f in enumerate(forecasts) if not f.ok]
-    if failed:
-        reasons = [forecasts[i].status for i in failed]
-        reason = max(dict.fromkeys(reasons), key=reasons.count)  # ties: the first failed series'
-        raise failure_error(tuple(failed), reason, forecasts[failed[0]].stats.max_steps)
+    reasons = [None if f.ok else f.status for f in forecasts]
+    error = _failure_error(reasons, forecasts[0].stats.max_steps if forecasts else None)
+    if error is not None:
+        raise error
     return list(forecasts)
+
+
+def _failure_error(reasons: Sequence[str | None], max_steps: int | None) -> SolverError | None:
+    """The :class:`SolverError` naming the series whose reason is not None, for the commonest
+    of their reasons (ties: the first failed series'); None when every series was answered."""
+    failed = [i for i, r in enumerate(reasons) if r is not None]
+    if not failed:
+        return None
+    named = [reasons[i] for i in failed]
+    reason = max(dict.fromkeys(named), key=named.count)
+    assert reason is not None  # only failed series were counted
+    return failure_error(tuple(failed), reason, max_steps)
 
 
 def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float]) -> Tensor:
@@ -286,12 +297,9 @@ class Forecaster:
         """
         samples, stats, failures = self._sample(context, query_times, num_samples=num_samples,
                                                 seed=seed, solver=solver)
-        failed = [i for i, r in enumerate(failures) if r is not None]
-        if failed:
-            reasons = [failures[i] for i in failed]
-            reason = max(dict.fromkeys(reasons), key=reasons.count)
-            assert reason is not None  # failed series have a reason, by construction
-            raise failure_error(tuple(failed), reason, stats.max_steps)
+        error = _failure_error(failures, stats.max_steps)
+        if error is not None:
+            raise error
         return samples, stats
 
     def _sample(self, context: Observations, query_times: Tensor, *, num_samples: int,

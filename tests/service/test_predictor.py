@@ -8,33 +8,30 @@ import numpy as np
 import pytest
 
 from latent_ode import DataError, SolverConfig
+from service.config import Settings
 from service.errors import InputError
-from service.predictor import (
-    Job,
-    Limits,
-    SeriesInput,
-    prepare_series,
-    run_jobs,
-)
+from service.predictor import Job, prepare_series, run_jobs
+from service.schemas import SeriesIn
 from tests.service.service_helpers import CHANNELS, make_forecaster
 
-LIMITS = Limits(
+# The settings are the limits (service.predictor.Limits is their shape).
+LIMITS = Settings(
     max_points_per_series=100, max_series_per_request=10, max_query_times_per_series=100,
     max_horizon_span_multiple=10.0, max_horizon_abs=0.0, max_encoder_steps=10_000,
-    default_num_samples=8, max_num_samples=16, default_seed=0,
+    default_num_samples=8, max_num_samples=16, seed=0,
 )
 SOLVER = SolverConfig()
 
 
-def _prepare(items: list[SeriesInput], time_unit: str = "hours") -> list[Any]:
+def _prepare(items: list[SeriesIn], time_unit: str = "hours") -> list[Any]:
     return prepare_series(items, channels=CHANNELS, time_unit=time_unit, time_scale=10.0,
                           encoder_max_step=0.02, limits=LIMITS)
 
 
-def _item(**changes: Any) -> SeriesInput:
+def _item(**changes: Any) -> SeriesIn:
     base = {"id": None, "times": [0.0, 1.0, 2.0], "values": [[70.0, 37.0], [71.0, None],
             [None, 37.2]], "channels": None, "query_times": [0.5, 3.0]}
-    return SeriesInput(**{**base, **changes})
+    return SeriesIn(**{**base, **changes})
 
 
 def test_iso_times_need_a_calendar_time_unit() -> None:
