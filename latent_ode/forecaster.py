@@ -17,12 +17,18 @@ from latent_ode.data import Observations, Series, collate
 from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
-from latent_ode.solver import SolverStats, failure_error, failure_message, series_failures
+from latent_ode.solver import (
+    SolverFailure,
+    SolverStats,
+    failure_error,
+    failure_message,
+    series_failures,
+)
 
 __all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "ForecastStatus", "Forecaster",
            "mixture_quantiles", "raise_on_failure", "window_position"]
 
-ForecastStatus = Literal["ok", "max_steps", "non_finite", "dt_underflow", "failed"]
+ForecastStatus = Literal["ok", SolverFailure]
 """How a series' forecast went: ``ok``, or why the solver could not answer it."""
 
 # The bracket is as wide as the spread of the sample means; 2^-24 of it is float32 precision.
@@ -304,7 +310,7 @@ class Forecaster:
 
     def _sample(self, context: Observations, query_times: Tensor, *, num_samples: int,
                 seed: int, solver: SolverConfig | None
-                ) -> tuple[Tensor, SolverStats, list[str | None]]:
+                ) -> tuple[Tensor, SolverStats, list[SolverFailure | None]]:
         """:meth:`sample_normalised` without raising: also each series' failure reason (None
         where all its samples solved); failed series' samples are NaN. One solve per call."""
         b, q = query_times.shape
@@ -452,12 +458,12 @@ _NON_FINITE_OUTPUT = ("the forecast is not finite although the ODE solve succeed
                       "on.")
 
 
-def _status(reason: str | None, finite: bool, max_steps: int | None
+def _status(reason: SolverFailure | None, finite: bool, max_steps: int | None
             ) -> tuple[ForecastStatus, str]:
     """A series' :attr:`Forecast.status` and message from its solver outcome (``reason``, None
     when solved) and whether its samples and summaries are all finite."""
     if reason is not None:
-        return reason, failure_message(reason, max_steps)  # type: ignore[return-value]
+        return reason, failure_message(reason, max_steps)
     if not finite:
         # A latent state that is large but finite can still overflow in the decoder or when
         # scaled back to the user's units.

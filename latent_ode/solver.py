@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torchode as to
@@ -34,11 +35,15 @@ from torchdiffeq import odeint_adjoint
 from latent_ode.config import SolverConfig
 from latent_ode.errors import ShapeError, SolverError
 
-__all__ = ["ODESolution", "SolverStats", "euler_schedule", "failure_error", "failure_message",
-           "failure_reason", "fixed_step_evolve", "series_failures", "solve"]
+__all__ = ["ODESolution", "SolverFailure", "SolverStats", "euler_schedule", "failure_error",
+           "failure_message", "failure_reason", "fixed_step_evolve", "series_failures", "solve"]
+
+SolverFailure = Literal["failed", "dt_underflow", "max_steps", "non_finite"]
+"""Why the solver could not answer a series (``SolverError.reason``, ``Forecast.status``)."""
 
 # torchode status codes (torchode.status_codes), named for the messages below.
-_REASONS = {1: "failed", 2: "dt_underflow", 3: "max_steps", 4: "non_finite"}
+_REASONS: dict[int, SolverFailure] = {1: "failed", 2: "dt_underflow", 3: "max_steps",
+                                      4: "non_finite"}
 _NON_FINITE = 4
 _HINTS = {
     "max_steps": "raise SolverConfig.max_steps, loosen rtol/atol, or shorten the horizon",
@@ -114,7 +119,7 @@ def failure_reason(status: Tensor) -> str | None:
     return _REASONS.get(max(set(codes), key=codes.count), "failed") if codes else None
 
 
-def series_failures(status: Tensor) -> list[str | None]:
+def series_failures(status: Tensor) -> list[SolverFailure | None]:
     """Each series' failure reason, from status codes (B,) or (S, B) (one row per latent sample).
 
     With samples, a series failed when any of its samples did, for the reason most of its
