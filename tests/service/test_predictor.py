@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from latent_ode import DataError, SolverConfig
 from service.config import Settings
-from service.errors import InputError
+from service.errors import InputError, SolverBudgetError
 from service.predictor import Job, prepare_series, run_jobs
 from service.schemas import SeriesIn
 from tests.service.service_helpers import CHANNELS, make_forecaster
@@ -78,3 +79,29 @@ def test_a_library_error_fails_only_the_request_that_caused_it() -> None:
     alone = run_jobs(forecaster.real, [good], solver=SOLVER)[0]
     assert isinstance(alone, list)
     np.testing.assert_allclose(results[0][0].mean, alone[0].mean, rtol=1e-6, atol=1e-6)
+
+
+class _Squared(torch.nn.Module):
+    """Latent dynamics dz/dt = 10 z² + 1: finite for a short while, then infinite."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return 10 * z**2 + 1
+
+
+def test_a_series_that_blows_up_fails_only_its_request_naming_why() -> None:
+    forecaster = make_forecaster()
+    forecaster.model.dynamics = _Squared()
+    near = Job(model=None, series=_prepare([_item(query_times=[0.05, 0.0])]), num_samples=8,
+               seed=0, quantiles=(0.5,))
+    far = Job(model=None, series=_prepare([_item(id="far", query_times=[0.5, 19.0])]),
+              num_samples=8, seed=0, quantiles=(0.5,))
+    results = run_jobs(forecaster, [near, far], solver=SOLVER)
+    assert isinstance(results[0], list) and results[0][0].ok
+    assert isinstance(results[1], SolverBudgetError)
+    assert results[1].series == (0,)
+    assert str(results[1]) == (
+        "the model could not forecast series[0] ('far') (non_finite): the ODE solver failed "
+        "(non_finite); the latent state blew up to inf/NaN; check the inputs and the horizon. "
+        "Ask for query times nearer the observations, or send values and times like those the "
+        "model was trained on."
+    )
