@@ -26,7 +26,7 @@ from latent_ode.errors import (
     SolverError,
 )
 from latent_ode.evaluation import EvalResult, evaluate
-from latent_ode.forecaster import Forecast, Forecaster
+from latent_ode.forecaster import Forecast, Forecaster, raise_on_failure
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
 from latent_ode.solver import SolverStats
@@ -61,4 +61,5 @@ __all__ = [
     "datasets",
     "evaluate",
     "fit",
+    "raise_on_failure",
 ]

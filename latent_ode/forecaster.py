@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -14,13 +14,22 @@ from torch import Tensor
 from latent_ode.checkpoint import load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
-from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError
+from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
 from latent_ode.model import LatentODE
 from latent_ode.normalisation import Normaliser
-from latent_ode.solver import SolverStats, failure_error, failure_reason
+from latent_ode.solver import (
+    SolverFailure,
+    SolverStats,
+    failure_error,
+    failure_message,
+    series_failures,
+)
 
-__all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "Forecaster", "mixture_quantiles",
-           "window_position"]
+__all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "ForecastStatus", "Forecaster",
+           "mixture_quantiles", "raise_on_failure", "window_position"]
+
+ForecastStatus = Literal["ok", SolverFailure]
+"""How a series' forecast went: ``ok``, or why the solver could not answer it."""
 
 # The bracket is as wide as the spread of the sample means; 2^-24 of it is float32 precision.
 _QUANTILE_BISECTIONS = 24
@@ -38,6 +47,11 @@ class Forecast:
         std: (Q, D) predictive standard deviation (latent uncertainty plus observation noise).
         quantiles: level -> (Q, D) predictive quantiles.
         stats: solver statistics of the batch this series was solved in.
+        status: ``ok``, or the reason this series could not be answered: the solver's
+            (``max_steps``, ``dt_underflow``, ``non_finite``, ``failed``), or ``non_finite``
+            when the solve succeeded but the decoded forecast is not finite. When not ``ok``,
+            ``mean``, ``std`` and ``quantiles`` are NaN and must not be used.
+        message: empty when ``ok``; else one sentence saying what happened and how to fix it.
     """
 
     query_times: np.ndarray
@@ -46,6 +60,48 @@ class Forecast:
     std: np.ndarray
     quantiles: dict[float, np.ndarray]
     stats: SolverStats
+    status: ForecastStatus = "ok"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the forecast can be used."""
+        return self.status == "ok"
+
+
+def raise_on_failure(forecasts: Sequence[Forecast]) -> list[Forecast]:
+    """The forecasts unchanged if every series was answered; else raise for the failed ones.
+
+    For callers that treat any failed series as an error (:meth:`Forecaster.predict` reports
+    failures per series instead).
+
+    Args:
+        forecasts: what :meth:`Forecaster.predict` returned.
+
+    Returns:
+        ``forecasts`` as a list.
+
+    Raises:
+        SolverError: ``.series`` lists the failed series (indices into ``forecasts``) and
+            ``.reason`` is the commonest of their reasons.
+    """
+    reasons = [None if f.ok else f.status for f in forecasts]
+    error = _failure_error(reasons, forecasts[0].stats.max_steps if forecasts else None)
+    if error is not None:
+        raise error
+    return list(forecasts)
+
+
+def _failure_error(reasons: Sequence[str | None], max_steps: int | None) -> SolverError | None:
+    """The :class:`SolverError` naming the series whose reason is not None, for the commonest
+    of their reasons (ties: the first failed series'); None when every series was answered."""
+    failed = [i for i, r in enumerate(reasons) if r is not None]
+    if not failed:
+        return None
+    named = [reasons[i] for i in failed]
+    reason = max(dict.fromkeys(named), key=named.count)
+    assert reason is not None  # only failed series were counted
+    return failure_error(tuple(failed), reason, max_steps)
 
 
 def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float]) -> Tensor:
@@ -65,7 +121,9 @@ def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float
     Returns:
         (K, ..., D) quantiles.
     """
-    normal = torch.distributions.Normal(0.0, 1.0)
+    # Without argument validation: a non-finite component makes its own quantiles NaN (which
+    # the caller reports) instead of raising for the whole batch.
+    normal = torch.distributions.Normal(0.0, 1.0, validate_args=False)
     std = torch.as_tensor(std, dtype=means.dtype, device=means.device)
     target = torch.tensor(list(levels), dtype=means.dtype, device=means.device)
     z = normal.icdf(target).reshape(-1, *([1] * (means.ndim - 1)))  # (K, 1, ...)
@@ -226,7 +284,7 @@ class Forecaster:
     def sample_normalised(self, context: Observations, query_times: Tensor, *, num_samples: int,
                           seed: int = 0, solver: SolverConfig | None = None
                           ) -> tuple[Tensor, SolverStats]:
-        """Latent-sample trajectories on the model's scale.
+        """Latent-sample trajectories on the model's scale; any failed series is an error.
 
         Args:
             context: B series (normalised).
@@ -240,8 +298,21 @@ class Forecaster:
             (S, B, Q, D) decoded means and the solver statistics.
 
         Raises:
-            SolverError: ``.series`` lists the failing series (indices into the batch).
+            SolverError: ``.series`` lists the failing series (indices into the batch),
+                ``.reason`` the commonest of their own reasons.
         """
+        samples, stats, failures = self._sample(context, query_times, num_samples=num_samples,
+                                                seed=seed, solver=solver)
+        error = _failure_error(failures, stats.max_steps)
+        if error is not None:
+            raise error
+        return samples, stats
+
+    def _sample(self, context: Observations, query_times: Tensor, *, num_samples: int,
+                seed: int, solver: SolverConfig | None
+                ) -> tuple[Tensor, SolverStats, list[SolverFailure | None]]:
+        """:meth:`sample_normalised` without raising: also each series' failure reason (None
+        where all its samples solved); failed series' samples are NaN. One solve per call."""
         b, q = query_times.shape
         t0 = self.model.reference_time(context, query_times)
         mean, std = self.model.encode(context, t0)
@@ -250,12 +321,8 @@ class Forecaster:
         z0 = self.model.sample_latent(mean, std, eps.to(mean.device))  # (S, B, L)
         t_rel = (query_times - t0[:, None]).repeat(num_samples, 1)  # (S*B, Q)
         pred, sol = self.model.decode(z0.reshape(num_samples * b, -1), t_rel, solver=solver)
-        failed = sol.failed.reshape(num_samples, b).any(dim=0)
-        if bool(failed.any()):
-            idx = tuple(int(i) for i in failed.nonzero().flatten())
-            reason = failure_reason(sol.status.reshape(num_samples, b)[:, failed])
-            raise failure_error(idx, reason, (solver or self.model.config.solver).max_steps)
-        return pred.reshape(num_samples, b, q, -1), sol.stats
+        failures = series_failures(sol.status.reshape(num_samples, b))
+        return pred.reshape(num_samples, b, q, -1), sol.stats, failures
 
     def predict(
         self,
@@ -279,11 +346,13 @@ class Forecaster:
             solver: overrides the model's solver settings (tolerances, step limit).
 
         Returns:
-            One :class:`Forecast` per series, queries in the order asked.
+            One :class:`Forecast` per series, queries in the order asked. The batch is solved
+            once; a series the solver could not answer (or whose forecast is not finite) is
+            reported in its own :attr:`Forecast.status` and does not change the others'
+            answers. :func:`raise_on_failure` turns such a series into an exception.
 
         Raises:
-            DataError / ShapeError: bad inputs. SolverError: the step limit was hit
-            (``.series`` says which).
+            DataError / ShapeError / ConfigError: bad inputs.
         """
         if len(series) != len(query_times):
             raise ShapeError(f"`query_times` must have one array per series ({len(series)}); got "
@@ -330,8 +399,13 @@ class Forecaster:
         context = collate(model_series, device=device)
         qt = torch.as_tensor(padded, dtype=torch.float32, device=device)
         with torch.inference_mode():
-            samples, stats = self.sample_normalised(context, qt, num_samples=num_samples,
+            samples, stats, failures = self._sample(context, qt, num_samples=num_samples,
                                                     seed=seed, solver=solver)
+            # A series that failed (NaN samples) or whose samples are not finite is summarised
+            # from zeros so that the batch's statistics stay computable; its values are blanked
+            # below and its status says why.
+            usable = torch.isfinite(samples).flatten(2).all(dim=2).all(dim=0)  # (B,)
+            samples = torch.where(usable[None, :, None, None], samples, 0.0)
             noise = self.noise_tensor(position.to(device), samples)  # (B, Q, D)
             mean = samples.mean(dim=0)  # (B, Q, D)
             std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
@@ -339,18 +413,59 @@ class Forecaster:
         mean_np = mean.double().cpu().numpy()
         std_np = std.double().cpu().numpy()
         qs_np = qs.double().cpu().numpy() if qs is not None else None
+        usable_np = usable.cpu().numpy()
         out = []
         for i, (q, o) in enumerate(zip(queries, orders, strict=True)):
             inv = np.empty_like(o)
             inv[o] = np.arange(o.size)  # rows back in the order asked
             mode = [_MODES[p] for p in position[i, inv].tolist()]
-            out.append(Forecast(
-                query_times=q.copy(),
-                mode=mode,
+            answer = _Answer(
                 mean=self.normaliser.values_from_model(mean_np[i, inv]),
                 std=self.normaliser.std_from_model(std_np[i, inv]),
                 quantiles={lv: self.normaliser.values_from_model(qs_np[k, i, inv])
                            for k, lv in enumerate(levels)} if qs_np is not None else {},
-                stats=stats,
-            ))
+            )
+            status, message = _status(failures[i], bool(usable_np[i]) and answer.finite(),
+                                      stats.max_steps)
+            if status != "ok":
+                answer = answer.blank()
+            out.append(Forecast(query_times=q.copy(), mode=mode, mean=answer.mean, std=answer.std,
+                                quantiles=answer.quantiles, stats=stats, status=status,
+                                message=message))
         return out
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One series' predictive summary in the user's units, before its status is known."""
+
+    mean: np.ndarray  # (Q, D)
+    std: np.ndarray  # (Q, D)
+    quantiles: dict[float, np.ndarray]  # level -> (Q, D)
+
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.mean).all() and np.isfinite(self.std).all()
+                    and all(np.isfinite(v).all() for v in self.quantiles.values()))
+
+    def blank(self) -> _Answer:
+        """The same shapes, all NaN: a failed series' values are never half-usable."""
+        return _Answer(mean=np.full_like(self.mean, np.nan), std=np.full_like(self.std, np.nan),
+                       quantiles={k: np.full_like(v, np.nan) for k, v in self.quantiles.items()})
+
+
+_NON_FINITE_OUTPUT = ("the forecast is not finite although the ODE solve succeeded; the series' "
+                      "values or times are probably far outside the range the model was trained "
+                      "on.")
+
+
+def _status(reason: SolverFailure | None, finite: bool, max_steps: int | None
+            ) -> tuple[ForecastStatus, str]:
+    """A series' :attr:`Forecast.status` and message from its solver outcome (``reason``, None
+    when solved) and whether its samples and summaries are all finite."""
+    if reason is not None:
+        return reason, failure_message(reason, max_steps)
+    if not finite:
+        # A latent state that is large but finite can still overflow in the decoder or when
+        # scaled back to the user's units.
+        return "non_finite", _NON_FINITE_OUTPUT
+    return "ok", ""

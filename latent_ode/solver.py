@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torchode as to
@@ -34,11 +35,15 @@ from torchdiffeq import odeint_adjoint
 from latent_ode.config import SolverConfig
 from latent_ode.errors import ShapeError, SolverError
 
-__all__ = ["ODESolution", "SolverStats", "euler_schedule", "failure_error", "failure_reason",
-           "fixed_step_evolve", "solve"]
+__all__ = ["ODESolution", "SolverFailure", "SolverStats", "euler_schedule", "failure_error",
+           "failure_message", "failure_reason", "fixed_step_evolve", "series_failures", "solve"]
+
+SolverFailure = Literal["failed", "dt_underflow", "max_steps", "non_finite"]
+"""Why the solver could not answer a series (``SolverError.reason``, ``Forecast.status``)."""
 
 # torchode status codes (torchode.status_codes), named for the messages below.
-_REASONS = {1: "failed", 2: "dt_underflow", 3: "max_steps", 4: "non_finite"}
+_REASONS: dict[int, SolverFailure] = {1: "failed", 2: "dt_underflow", 3: "max_steps",
+                                      4: "non_finite"}
 _NON_FINITE = 4
 _HINTS = {
     "max_steps": "raise SolverConfig.max_steps, loosen rtol/atol, or shorten the horizon",
@@ -59,6 +64,8 @@ class SolverStats:
         nfe: function evaluations of the batch (the most any series needed; the batch steps
             together so this is what was computed).
         steps: solver steps of the batch (accepted and rejected).
+        max_steps: the step limit the solve ran under (per series), for messages; None when
+            unknown.
     """
 
     method: str
@@ -66,6 +73,7 @@ class SolverStats:
     atol: float
     nfe: int
     steps: int
+    max_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,13 +119,40 @@ def failure_reason(status: Tensor) -> str | None:
     return _REASONS.get(max(set(codes), key=codes.count), "failed") if codes else None
 
 
+def series_failures(status: Tensor) -> list[SolverFailure | None]:
+    """Each series' failure reason, from status codes (B,) or (S, B) (one row per latent sample).
+
+    With samples, a series failed when any of its samples did, for the reason most of its
+    failing samples share (ties: the lower code), so each series names its own cause rather
+    than the batch's commonest one.
+
+    Returns:
+        B entries: None where the series solved, else ``max_steps``, ``non_finite``,
+        ``dt_underflow`` or ``failed``.
+    """
+    rows = status.reshape(-1, status.shape[-1])  # (S, B)
+    codes = sorted(_REASONS)
+    counts = torch.stack([(rows == c).sum(dim=0) for c in codes])  # (len(codes), B)
+    commonest = counts.argmax(dim=0).tolist()  # first maximum: the lower code on ties
+    failed = (rows != 0).any(dim=0).tolist()
+    return [_REASONS[codes[k]] if bad else None for k, bad in zip(commonest, failed, strict=True)]
+
+
+def _what(reason: str, max_steps: int | None) -> str:
+    return (f"exceeded its budget ({max_steps} steps)" if reason == "max_steps" and max_steps
+            else f"failed ({reason})")
+
+
+def failure_message(reason: str, max_steps: int | None = None) -> str:
+    """One series' failure as a sentence: what happened and how to fix it."""
+    return f"the ODE solver {_what(reason, max_steps)}; {_HINTS[reason]}."
+
+
 def failure_error(series: tuple[int, ...], reason: str, max_steps: int | None = None) -> SolverError:
     """The :class:`SolverError` for ``series`` (indices) that failed for ``reason``."""
     shown = list(series[:10]) + (["..."] if len(series) > 10 else [])
-    what = (f"exceeded its budget ({max_steps} steps)" if reason == "max_steps" and max_steps
-            else f"failed ({reason})")
-    return SolverError(f"the ODE solver {what} for series {shown}; {_HINTS[reason]}.",
-                       series=series, reason=reason)
+    return SolverError(f"the ODE solver {_what(reason, max_steps)} for series {shown}; "
+                       f"{_HINTS[reason]}.", series=series, reason=reason)
 
 
 def _check_times(y0: Tensor, t_eval: Tensor) -> None:
@@ -187,7 +222,7 @@ def solve(
     return ODESolution(
         ys=ys, status=status,
         stats=SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
-                          nfe=stats["nfe"], steps=stats["steps"]),
+                          nfe=stats["nfe"], steps=stats["steps"], max_steps=config.max_steps),
     )
 
 
@@ -263,7 +298,7 @@ def _solve_adjoint(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverC
     ys = ys_grid.gather(1, inverse[:, :, None].expand(-1, -1, ys_grid.shape[2]))  # (B, Q, L)
     failed = ~torch.isfinite(ys).all(dim=2).all(dim=1)
     stats = SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
-                        nfe=counter.nfe, steps=0)
+                        nfe=counter.nfe, steps=0, max_steps=config.adjoint_max_steps)
     return ODESolution(ys=ys, stats=stats, status=torch.where(failed, _NON_FINITE, 0))
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from latent_ode import Series  # noqa: E402
+from latent_ode import Series, raise_on_failure  # noqa: E402
 
 __all__ = ["MAX_CHANNELS", "plot_forecasts"]
 
@@ -60,9 +60,10 @@ def plot_forecasts(
         seen[0] = True  # at least one observation
         contexts.append(s.select(seen))
         grids.append(np.linspace(t0, t1 if t1 > t0 else t0 + 1.0, _GRID))
-    forecasts = forecaster.predict(
+    # A failed series is an error here, as it was before predict reported failures per series.
+    forecasts = raise_on_failure(forecaster.predict(
         contexts, grids, num_samples=num_samples, quantiles=(0.05, 0.5, 0.95), seed=seed
-    )
+    ))
     figures = []
     for i, (s, ctx, fc) in enumerate(zip(series, contexts, forecasts, strict=True)):
         counts = (~np.isnan(s.values)).sum(axis=0)

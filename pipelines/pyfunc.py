@@ -53,7 +53,7 @@ class LatentODEPyfunc(mlflow.pyfunc.PythonModel):
         self.forecaster = Forecaster.load(context.artifacts[FORECASTER_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from latent_ode import Series
+        from latent_ode import Series, raise_on_failure
 
         params = params or {}
         fc = self.forecaster
@@ -70,8 +70,10 @@ class LatentODEPyfunc(mlflow.pyfunc.PythonModel):
                                  values=obs[channels].to_numpy(np.float64), id=str(sid)))
             queries.append(group.loc[is_q, "time"].to_numpy(np.float64))
             ids.append(sid)
-        forecasts = fc.predict(series, queries, num_samples=int(params.get("num_samples", 32)),
-                               seed=int(params.get("seed", 0)))
+        # A batch with a failed series raises (SolverError), as it always has for pyfunc callers.
+        forecasts = raise_on_failure(fc.predict(
+            series, queries, num_samples=int(params.get("num_samples", 32)),
+            seed=int(params.get("seed", 0))))
         frames = []
         for sid, f in zip(ids, forecasts, strict=True):
             frame = pd.DataFrame({"series_id": sid, "time": f.query_times, "mode": f.mode})

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import anyio
 from fastapi import FastAPI
 
-from latent_ode import Forecaster, SolverConfig
+from latent_ode import Forecast, Forecaster, SolverConfig
 from service.batching import MicroBatcher, RunJobs
 from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelStore
-from service.predictor import Job, Limits, SeriesForecast, run_jobs
+from service.predictor import Job, Limits, run_jobs
 
 __all__ = ["ServiceState", "create_app"]
 
@@ -44,20 +44,6 @@ class ServiceState:
     reload_lock: asyncio.Lock
 
 
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        max_points_per_series=settings.max_points_per_series,
-        max_series_per_request=settings.max_series_per_request,
-        max_query_times_per_series=settings.max_query_times_per_series,
-        max_horizon_span_multiple=settings.max_horizon_span_multiple,
-        max_horizon_abs=settings.max_horizon_abs,
-        max_encoder_steps=settings.max_encoder_steps,
-        default_num_samples=settings.default_num_samples,
-        max_num_samples=settings.max_num_samples,
-        default_seed=settings.seed,
-    )
-
-
 def _solver_for(forecaster: Forecaster, settings: Settings) -> SolverConfig:
     """The solver settings a forecaster is served with: its own method and tolerances (those it
     was trained and evaluated at) unless the service's settings name others, and the service's
@@ -74,14 +60,14 @@ def _solver_for(forecaster: Forecaster, settings: Settings) -> SolverConfig:
 def _runner(state_metrics: ServiceMetrics, settings: Settings) -> RunJobs:
     """The blocking batch function the batcher calls: one predict per group, with metrics."""
 
-    def run(jobs: Sequence[Job]) -> list[list[SeriesForecast] | Exception]:
+    def run(jobs: Sequence[Job]) -> list[list[Forecast] | Exception]:
         forecaster = jobs[0].model.forecaster
         started = time.perf_counter()
         results = run_jobs(forecaster, jobs, solver=_solver_for(forecaster, settings))
         state_metrics.predict_seconds.observe(time.perf_counter() - started)
         state_metrics.batch_requests.observe(len(jobs))
         state_metrics.batch_series.observe(sum(len(job.series) for job in jobs))
-        nfe = [r[0].nfe for r in results if isinstance(r, list) and r]
+        nfe = [r[0].stats.nfe for r in results if isinstance(r, list) and r]
         if nfe:
             state_metrics.solver_nfe.observe(max(nfe))
         failed = sum(len(getattr(r, "series", ())) for r in results if isinstance(r, Exception))
@@ -113,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=ModelStore(settings),
         batcher=batcher,
         metrics=metrics,
-        limits=_limits(settings),
+        limits=settings,  # the settings have the shape of Limits: no copy
         reload_lock=asyncio.Lock(),
     )
 

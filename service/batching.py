@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from latent_ode import Forecast
 from service.errors import ModelNotReadyError
-from service.predictor import Job, SeriesForecast
+from service.predictor import Job
 
 __all__ = ["MicroBatcher", "RunJobs"]
 
 logger = logging.getLogger(__name__)
 
 #: Answers a list of jobs with one predict call per key: per job, forecasts or an exception.
-RunJobs = Callable[[Sequence[Job]], list[list[SeriesForecast] | Exception]]
+RunJobs = Callable[[Sequence[Job]], list[list[Forecast] | Exception]]
 
 
 class MicroBatcher:
@@ -52,7 +53,7 @@ class MicroBatcher:
         self.enabled = enabled
         self.max_series = max_series
         self.max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[list[SeriesForecast]]]] | None = None
+        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[list[Forecast]]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -84,7 +85,7 @@ class MicroBatcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def submit(self, job: Job) -> list[SeriesForecast]:
+    async def submit(self, job: Job) -> list[Forecast]:
         """Answer one request's job (batched with others when enabled).
 
         Raises:
@@ -98,7 +99,7 @@ class MicroBatcher:
             if isinstance(result, Exception):
                 raise result
             return result
-        fut: asyncio.Future[list[SeriesForecast]] = loop.create_future()
+        fut: asyncio.Future[list[Forecast]] = loop.create_future()
         await self._queue.put((job, fut))
         return await fut
 
@@ -125,7 +126,7 @@ class MicroBatcher:
             await self._dispatch(batch)
 
     async def _dispatch(
-        self, batch: list[tuple[Job, asyncio.Future[list[SeriesForecast]]]]
+        self, batch: list[tuple[Job, asyncio.Future[list[Forecast]]]]
     ) -> None:
         groups: dict[tuple[int, int, int], list[tuple[Job, asyncio.Future]]] = {}
         for job, fut in batch:

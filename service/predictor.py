@@ -1,9 +1,11 @@
 """The schema-free adapter between validated request data and :class:`latent_ode.Forecaster`.
 
-Routes hand in plain Python data (:class:`SeriesInput`); this module maps channels, converts
-ISO-8601 times, enforces the request limits, builds :class:`latent_ode.Series` and query arrays,
-runs ``Forecaster.predict`` for a batch of requests and hands back numpy results
-(:class:`SeriesForecast`). No HTTP type reaches this module and no tensor leaves it.
+Routes hand in the request's series as they were parsed (anything shaped like
+:class:`SeriesData`); this module maps channels, converts ISO-8601 times, enforces the request
+limits (:class:`Limits`, which the settings satisfy), builds :class:`latent_ode.Series` and query
+arrays, and runs ``Forecaster.predict`` once for a batch of requests, handing back the library's
+own :class:`latent_ode.Forecast` per series. It imports no HTTP type (the two protocols say what
+it reads), and no tensor leaves it: a ``Forecast`` holds numpy arrays.
 """
 
 from __future__ import annotations
@@ -11,20 +13,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from latent_ode import DataError, LatentODEError, Series, ShapeError, SolverConfig, SolverError
+from latent_ode import (
+    DataError,
+    Forecast,
+    Forecaster,
+    LatentODEError,
+    Series,
+    ShapeError,
+    SolverConfig,
+    SolverError,
+    raise_on_failure,
+)
 from pipelines.longformat import TIME_UNITS, datetimes_to_float
 from service.errors import InputError, SolverBudgetError
+
+if TYPE_CHECKING:
+    from service.model_store import LoadedModel
 
 __all__ = [
     "Job",
     "Limits",
     "PreparedSeries",
-    "SeriesForecast",
-    "SeriesInput",
+    "SeriesData",
     "prepare_series",
     "resolve_sampling",
     "run_jobs",
@@ -33,11 +47,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SeriesInput:
+class SeriesData(Protocol):
     """One series as the user sent it (already type-checked, not yet checked against the model).
 
-    Args:
+    ``service.schemas.SeriesIn`` has this shape, so the parsed request flows in without a copy.
+
+    Attributes:
         id: the user's identifier, or None.
         times: T observation times: floats in the model's time unit or ISO-8601 strings.
         values: T rows; each row has one entry per name in ``channels`` (None = not observed).
@@ -45,16 +60,24 @@ class SeriesInput:
         query_times: Q times to answer, floats or ISO-8601 strings.
     """
 
-    id: str | None
-    times: Sequence[float | str]
-    values: Sequence[Sequence[float | None]]
-    channels: Sequence[str] | None
-    query_times: Sequence[float | str]
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def times(self) -> Sequence[float | str]: ...
+
+    @property
+    def values(self) -> Sequence[Sequence[float | None]]: ...
+
+    @property
+    def channels(self) -> Sequence[str] | None: ...
+
+    @property
+    def query_times(self) -> Sequence[float | str]: ...
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-request bounds, from the settings.
+class Limits(Protocol):
+    """Per-request bounds; ``service.config.Settings`` has this shape and is passed as is.
 
     Attributes:
         max_points_per_series: most observation times per series.
@@ -67,18 +90,35 @@ class Limits:
             steps through every gap at the model's ``encoder_max_step``).
         default_num_samples: samples when a request names none.
         max_num_samples: most samples a request may ask for.
-        default_seed: seed when a request names none.
+        seed: seed when a request names none.
     """
 
-    max_points_per_series: int
-    max_series_per_request: int
-    max_query_times_per_series: int
-    max_horizon_span_multiple: float
-    max_horizon_abs: float
-    max_encoder_steps: int
-    default_num_samples: int
-    max_num_samples: int
-    default_seed: int
+    @property
+    def max_points_per_series(self) -> int: ...
+
+    @property
+    def max_series_per_request(self) -> int: ...
+
+    @property
+    def max_query_times_per_series(self) -> int: ...
+
+    @property
+    def max_horizon_span_multiple(self) -> float: ...
+
+    @property
+    def max_horizon_abs(self) -> float: ...
+
+    @property
+    def max_encoder_steps(self) -> int: ...
+
+    @property
+    def default_num_samples(self) -> int: ...
+
+    @property
+    def max_num_samples(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -98,28 +138,6 @@ class PreparedSeries:
     id: str | None
 
 
-@dataclass(frozen=True)
-class SeriesForecast:
-    """The answer for one series, rows in the order asked.
-
-    Attributes:
-        mode: Q labels.
-        mean: (Q, D).
-        std: (Q, D).
-        quantiles: asked level -> (Q, D).
-        method, rtol, atol, nfe: solver statistics of the predict call that answered it.
-    """
-
-    mode: list[str]
-    mean: np.ndarray
-    std: np.ndarray
-    quantiles: dict[float, np.ndarray]
-    method: str
-    rtol: float
-    atol: float
-    nfe: int
-
-
 @dataclass
 class Job:
     """One request's work for the batcher: the model it was checked against and its series.
@@ -127,7 +145,7 @@ class Job:
     Requests with the same model, ``num_samples`` and ``seed`` can share one predict call.
     """
 
-    model: Any  # service.model_store.LoadedModel
+    model: LoadedModel
     series: list[PreparedSeries]
     num_samples: int
     seed: int
@@ -155,7 +173,7 @@ def resolve_sampling(num_samples: int | None, seed: int | None, limits: Limits) 
             f"`num_samples` is {n}; the maximum is {limits.max_num_samples} "
             "(LATENT_ODE_MAX_NUM_SAMPLES); ask for fewer samples."
         )
-    return n, limits.default_seed if seed is None else seed
+    return n, limits.seed if seed is None else seed
 
 
 def _to_float_times(
@@ -196,7 +214,7 @@ def _check_count(
 
 
 def prepare_series(
-    inputs: Sequence[SeriesInput],
+    inputs: Sequence[SeriesData],
     *,
     channels: Sequence[str],
     time_unit: str,
@@ -256,7 +274,7 @@ def prepare_series(
 
 
 def _columns(
-    item: SeriesInput, where: str, channels: Sequence[str], position: dict[str, int]
+    item: SeriesData, where: str, channels: Sequence[str], position: dict[str, int]
 ) -> list[int]:
     """Model channel index of each column of ``values``."""
     if item.channels is None:
@@ -283,7 +301,7 @@ def _columns(
     return columns
 
 
-def _values(item: SeriesInput, where: str, columns: list[int], d: int) -> np.ndarray:
+def _values(item: SeriesData, where: str, columns: list[int], d: int) -> np.ndarray:
     """(T, D) float64 with NaN where not observed, columns in the model's order."""
     if len(item.values) != len(item.times):
         raise InputError(
@@ -344,96 +362,70 @@ def _check_encoder_work(
         )
 
 
-def _solver_message(job: Job, failing: list[int], exc: SolverError) -> str:
+def _failure(job: Job, forecasts: Sequence[Forecast]) -> SolverBudgetError | None:
+    """The error for a request with series the library could not answer (None if it has none).
+
+    Named after the request's own series (``series[1] ('s0')``) and the commonest of their
+    reasons, with that reason's message from the library.
+    """
+    try:
+        raise_on_failure(forecasts)  # the library's own choice of the reason to name
+    except SolverError as exc:
+        failing, reason = list(exc.series), exc.reason
+    else:
+        return None
     names = ", ".join(_where(job.series[k].index, job.series[k].id) for k in failing)
-    return (
-        f"the ODE solver could not answer {names} within its budget ({exc.reason}): {exc} "
-        "The step limit is LATENT_ODE_SOLVER_MAX_STEPS; ask for query times nearer the "
-        "observations, or send fewer series in this request."
-    )
+    message = next(forecasts[k].message for k in failing if forecasts[k].status == reason)
+    if reason == "max_steps":
+        detail = (
+            f"the ODE solver could not answer {names} within its budget ({reason}): {message} "
+            "The step limit is LATENT_ODE_SOLVER_MAX_STEPS; ask for query times nearer the "
+            "observations, or send fewer series in this request."
+        )
+    else:
+        detail = (
+            f"the model could not forecast {names} ({reason}): {message} Ask for query times "
+            "nearer the observations, or send values and times like those the model was "
+            "trained on."
+        )
+    return SolverBudgetError(detail, series=failing)
 
 
 def run_jobs(
-    forecaster: Any, jobs: Sequence[Job], *, solver: SolverConfig
-) -> list[list[SeriesForecast] | Exception]:
+    forecaster: Forecaster, jobs: Sequence[Job], *, solver: SolverConfig
+) -> list[list[Forecast] | Exception]:
     """Answer several requests with one ``Forecaster.predict`` call (blocking; run in a thread).
 
-    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). Series failing in the
-    solver fail only their own request (:class:`SolverBudgetError`); the other requests are
-    solved again without them. A library error that cannot be attributed to one series is
-    isolated by answering each request alone.
+    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). The batch is solved
+    once: a series the library could not answer (``Forecast.status``) fails only its own request
+    (:class:`SolverBudgetError`), and the other requests keep the answers of that same solve.
+    A library error raised for the whole call (inputs that passed this module's checks but not
+    the library's, which would be a bug here) cannot be attributed to a series, so then each
+    request is answered alone and only the offending one fails.
 
     Returns:
         Per job, its forecasts (one per series, in order) or the exception to raise for it.
     """
-    import torch
-
-    results: list[list[SeriesForecast] | Exception | None] = [None] * len(jobs)
-    active = list(range(len(jobs)))
-    while active:
-        owners = [(j, k) for j in active for k in range(len(jobs[j].series))]
-        levels = sorted({q for j in active for q in jobs[j].quantiles})
-        try:
-            with torch.inference_mode():
-                forecasts = forecaster.predict(
-                    [jobs[j].series[k].series for j, k in owners],
-                    [jobs[j].series[k].query_times for j, k in owners],
-                    num_samples=jobs[active[0]].num_samples,
-                    quantiles=levels,
-                    seed=jobs[active[0]].seed,
-                    solver=solver,
-                )
-        except SolverError as exc:
-            failing: dict[int, list[int]] = {}
-            for flat in exc.series:
-                if 0 <= flat < len(owners):
-                    j, k = owners[flat]
-                    failing.setdefault(j, []).append(k)
-            if not failing:  # not attributable: every request in the call fails
-                failing = {j: list(range(len(jobs[j].series))) for j in active}
-            for j, ks in failing.items():
-                results[j] = SolverBudgetError(_solver_message(jobs[j], ks, exc), series=ks)
-            active = [j for j in active if j not in failing]
-            continue
-        except LatentODEError as exc:
-            if len(active) == 1:
-                results[active[0]] = InputError(str(exc))
-            else:
-                for j in active:
-                    results[j] = run_jobs(forecaster, [jobs[j]], solver=solver)[0]
-            break
-        for j in active:
-            results[j] = []
-        for (j, k), fc in zip(owners, forecasts, strict=True):
-            answer = results[j]
-            if isinstance(answer, Exception):
-                continue
-            if not (np.isfinite(fc.mean).all() and np.isfinite(fc.std).all()):
-                job = jobs[j]
-                results[j] = SolverBudgetError(
-                    f"the model produced non-finite values for "
-                    f"{_where(job.series[k].index, job.series[k].id)}; its values or times "
-                    "are probably far outside the range the model was trained on.",
-                    series=[k],
-                )
-                continue
-            assert isinstance(answer, list)
-            answer.append(
-                SeriesForecast(
-                    mode=list(fc.mode),
-                    mean=fc.mean,
-                    std=fc.std,
-                    quantiles={q: fc.quantiles[q] for q in jobs[j].quantiles},
-                    method=fc.stats.method,
-                    rtol=float(fc.stats.rtol),
-                    atol=float(fc.stats.atol),
-                    nfe=int(fc.stats.nfe),
-                )
-            )
-        break
-    out: list[list[SeriesForecast] | Exception] = []
-    for r in results:
-        assert r is not None
-        out.append(r)
-    return out
-
+    owners = [(j, k) for j, job in enumerate(jobs) for k in range(len(job.series))]
+    levels = sorted({q for job in jobs for q in job.quantiles})
+    try:
+        forecasts = forecaster.predict(
+            [jobs[j].series[k].series for j, k in owners],
+            [jobs[j].series[k].query_times for j, k in owners],
+            num_samples=jobs[0].num_samples,
+            quantiles=levels,
+            seed=jobs[0].seed,
+            solver=solver,
+        )
+    except LatentODEError as exc:
+        if len(jobs) == 1:
+            return [InputError(str(exc))]
+        return [run_jobs(forecaster, [job], solver=solver)[0] for job in jobs]
+    per_job: list[list[Forecast]] = [[] for _ in jobs]
+    for (j, _), fc in zip(owners, forecasts, strict=True):
+        per_job[j].append(fc)
+    results: list[list[Forecast] | Exception] = []
+    for job, answers in zip(jobs, per_job, strict=True):
+        error = _failure(job, answers)
+        results.append(answers if error is None else error)
+    return results

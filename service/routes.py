@@ -16,28 +16,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.app import ServiceState
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
-from service.predictor import (
-    Job,
-    PreparedSeries,
-    SeriesForecast,
-    SeriesInput,
-    prepare_series,
-    resolve_sampling,
-)
+from service.predictor import Job, PreparedSeries, prepare_series, resolve_sampling
 from service.schemas import (
     ErrorResponse,
     LivenessResponse,
     ModelResponse,
     PredictRequest,
     PredictResponse,
-    QuantileOut,
     ReadinessResponse,
     ReloadRequest,
     ReloadResponse,
-    SeriesIn,
     SeriesOut,
     ServedModel,
-    SolverStatsOut,
 )
 
 __all__ = ["router"]
@@ -73,30 +63,6 @@ async def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def _to_input(item: SeriesIn) -> SeriesInput:
-    return SeriesInput(
-        id=item.id,
-        times=item.times,
-        values=item.values,
-        channels=item.channels,
-        query_times=item.query_times,
-    )
-
-
-def _to_output(item: SeriesIn, answer: SeriesForecast) -> SeriesOut:
-    return SeriesOut(
-        id=item.id,
-        query_times=list(item.query_times),
-        mode=answer.mode,  # type: ignore[arg-type]
-        mean=answer.mean.tolist(),
-        std=answer.std.tolist(),
-        quantiles=[QuantileOut(quantile=q, values=v.tolist()) for q, v in answer.quantiles.items()],
-        solver=SolverStatsOut(
-            method=answer.method, rtol=answer.rtol, atol=answer.atol, nfe=answer.nfe
-        ),
-    )
-
-
 @router.post(
     "/v1/predict",
     response_model=PredictResponse,
@@ -112,7 +78,7 @@ async def predict(body: PredictRequest, state: State) -> Response:
 
     def prepare() -> list[PreparedSeries]:
         return prepare_series(
-            [_to_input(s) for s in body.series],
+            body.series,
             channels=fc.channels,
             time_unit=fc.time_unit,
             time_scale=float(fc.normaliser.time_scale),
@@ -127,20 +93,18 @@ async def predict(body: PredictRequest, state: State) -> Response:
         prepared = prepare()
     else:
         prepared = await anyio.to_thread.run_sync(prepare)
-    job = Job(
-        model=model,
-        series=prepared,
-        num_samples=num_samples,
-        seed=seed,
-        quantiles=tuple(dict.fromkeys(body.quantiles)),
-    )
-    answers = await state.batcher.submit(job)
+    levels = tuple(dict.fromkeys(body.quantiles))
+    job = Job(model=model, series=prepared, num_samples=num_samples, seed=seed, quantiles=levels)
+    forecasts = await state.batcher.submit(job)
     answer = PredictResponse(
         model=ServedModel(name=model.name, version=model.version),
         channels=list(fc.channels),
         time_unit=fc.time_unit,
         num_samples=num_samples,
-        series=[_to_output(s, a) for s, a in zip(body.series, answers, strict=True)],
+        series=[
+            SeriesOut.from_forecast(s, f, levels)
+            for s, f in zip(body.series, forecasts, strict=True)
+        ],
     )
     # Serialised here, once: returning the model would make FastAPI validate it a second time.
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -2,15 +2,20 @@
 
 These models check what needs neither the model nor the settings: types, finite numbers,
 quantiles in (0, 1), required fields. Checks that depend on the loaded model (channels, time
-unit) or on the limits in the settings happen in :mod:`service.predictor`.
+unit) or on the limits in the settings happen in :mod:`service.predictor`, which reads a
+:class:`SeriesIn` as it is (it has the shape of ``service.predictor.SeriesData``). The library's
+answer becomes the response in one place, :meth:`SeriesOut.from_forecast`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from latent_ode import Forecast
 
 __all__ = [
     "ErrorResponse",
@@ -158,6 +163,35 @@ class SeriesOut(BaseModel):
     std: list[list[float]] = Field(description="Q × D.")
     quantiles: list[QuantileOut]
     solver: SolverStatsOut
+
+    @classmethod
+    def from_forecast(
+        cls, item: SeriesIn, forecast: Forecast, levels: Sequence[float]
+    ) -> SeriesOut:
+        """The response for one series: the library's answer, echoing the request's id and
+        query times as sent (ISO strings stay strings).
+
+        Args:
+            item: the series as asked.
+            forecast: its answer (``forecast.ok``; failed series never reach a response).
+            levels: the quantile levels the request asked for, in its order (``forecast`` may
+                hold more: it was computed for a whole micro-batch).
+        """
+        stats = forecast.stats
+        return cls(
+            id=item.id,
+            query_times=list(item.query_times),
+            mode=forecast.mode,  # type: ignore[arg-type]
+            mean=forecast.mean.tolist(),
+            std=forecast.std.tolist(),
+            quantiles=[
+                QuantileOut(quantile=q, values=forecast.quantiles[q].tolist()) for q in levels
+            ],
+            solver=SolverStatsOut(
+                method=stats.method, rtol=float(stats.rtol), atol=float(stats.atol),
+                nfe=int(stats.nfe),
+            ),
+        )
 
 
 class ServedModel(BaseModel):

@@ -26,6 +26,7 @@ from latent_ode import (
     collate,
     config_from_dict,
     config_to_dict,
+    raise_on_failure,
 )
 from latent_ode.likelihoods import gaussian_log_likelihood, kl_normal_std_normal
 from tests.latent_ode.conftest import assert_close
@@ -243,8 +244,13 @@ def test_predict_rejects_bad_arguments(forecaster, periodic_small) -> None:
 
 def test_step_limit_is_a_solver_error_naming_the_series(forecaster, periodic_small) -> None:
     tiny = SolverConfig(max_steps=2)
+    out = forecaster.predict(periodic_small[:2], [np.array([1e4])] * 2, solver=tiny)
+    assert [f.status for f in out] == ["max_steps", "max_steps"]
+    assert out[0].message.startswith("the ODE solver exceeded its budget (2 steps); raise "
+                                     "SolverConfig.max_steps")
+    assert np.isnan(out[0].mean).all() and np.isnan(out[0].std).all()  # never half-usable
     with pytest.raises(SolverError, match=r"exceeded its budget \(2 steps\) .* series \[0, 1\]") as info:
-        forecaster.predict(periodic_small[:2], [np.array([1e4])] * 2, solver=tiny)
+        raise_on_failure(out)
     assert info.value.series == (0, 1)
 
 
@@ -253,16 +259,80 @@ def test_blown_up_solve_is_a_solver_error_naming_why(forecaster, periodic_small)
     # state blew up (or the step size collapsed), not that a step budget ran out.
     blown = copy.deepcopy(forecaster)
     blown.model.dynamics = _Squared()
+    out = blown.predict(periodic_small[:2], [np.array([50.0])] * 2)
+    assert {f.status for f in out} <= {"non_finite", "dt_underflow"}
     with pytest.raises(SolverError, match=r"failed \((non_finite|dt_underflow)\) for series \[0, 1\]; "
                                           r"(the latent state blew up|the dynamics are stiff)") as info:
-        blown.predict(periodic_small[:2], [np.array([50.0])] * 2)
+        raise_on_failure(out)
     assert info.value.reason in ("non_finite", "dt_underflow")
     assert info.value.series == (0, 1)
+
+
+def test_a_diverging_series_fails_alone_in_one_solve(forecaster, periodic_small, monkeypatch) -> None:
+    """One series asked far past the blow-up of dz/dt = 10 z² + 1 fails; the others, asked just
+    after their first observation, get the values they get alone, from a single solver call."""
+    import latent_ode.model
+
+    blown = copy.deepcopy(forecaster)
+    blown.model.dynamics = _Squared()
+    series = periodic_small[:3]
+    queries = [np.array([series[0].times[0] + 0.05, series[0].times[0]]), np.array([50.0]),
+               np.array([series[2].times[0] + 0.1])]
+    calls = []
+    real_solve = latent_ode.model.solve
+
+    def counting_solve(*args, **kwargs):
+        calls.append(args[1].shape[0])  # rows solved: S * B
+        return real_solve(*args, **kwargs)
+
+    monkeypatch.setattr(latent_ode.model, "solve", counting_solve)
+    out = blown.predict(series, queries, num_samples=4, quantiles=(0.1, 0.9))
+    assert calls == [4 * 3]
+    assert [f.status for f in out] == ["ok", "non_finite", "ok"]
+    assert out[1].message.startswith("the ODE solver failed (non_finite); the latent state blew up")
+    for i in (0, 2):
+        (alone,) = blown.predict([series[i]], [queries[i]], num_samples=4, quantiles=(0.1, 0.9))
+        assert alone.ok and out[i].ok
+        assert_close(out[i].mean, alone.mean)
+        assert_close(out[i].std, alone.std)
+        for level in (0.1, 0.9):
+            assert_close(out[i].quantiles[level], alone.quantiles[level])
+    with pytest.raises(SolverError, match=r"failed \(non_finite\) for series \[1\]") as info:
+        raise_on_failure(out)
+    assert info.value.series == (1,)
+
+
+def test_sample_normalised_raises_naming_each_failed_series(forecaster, periodic_small) -> None:
+    blown = copy.deepcopy(forecaster)
+    blown.model.dynamics = _Squared()
+    obs = collate([blown.normaliser.transform(s) for s in periodic_small[:3]])
+    t = obs.first_time[:, None] + torch.tensor([[0.01], [10.0], [0.01]])  # (B, 1)
+    with pytest.raises(SolverError, match=r"failed \(non_finite\) for series \[1\]; the latent "
+                                          r"state blew up") as info:
+        blown.sample_normalised(obs, t, num_samples=3)
+    assert (info.value.series, info.value.reason) == ((1,), "non_finite")
+
+
+def test_a_forecast_that_overflows_is_reported_not_returned(forecaster, periodic_small) -> None:
+    # A finite solve whose decoded values overflow float32 is not a usable forecast either.
+    huge = copy.deepcopy(forecaster)
+    huge.model.decoder = _Overflowing()
+    out = huge.predict(periodic_small[:1], [QUERIES])
+    assert out[0].status == "non_finite", out[0]
+    assert out[0].message.startswith("the forecast is not finite although the ODE solve succeeded")
+    assert np.isnan(out[0].mean).all()
 
 
 class _Squared(torch.nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return 10 * z**2 + 1
+
+
+class _Overflowing(torch.nn.Module):
+    """A decoder whose output overflows float32 (10 x 3e38) for a finite latent state."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (z[..., :1] * 0 + 3e38) * 10
 
 
 def test_evaluate_solves_with_the_solver_it_is_given(forecaster, periodic_small) -> None:

@@ -13,7 +13,7 @@ from latent_ode import ConfigError, DynamicsConfig, ModelConfig, SolverConfig, S
 from latent_ode.dynamics import BilinearDynamics, RotationDynamics
 from latent_ode.errors import ShapeError
 from latent_ode.model import LatentODE
-from latent_ode.solver import euler_schedule, fixed_step_evolve, solve
+from latent_ode.solver import euler_schedule, fixed_step_evolve, series_failures, solve
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 
 TIGHT = SolverConfig(rtol=1e-10, atol=1e-12, max_steps=100_000)
@@ -129,6 +129,17 @@ def test_blowup_fails_within_step_limit_without_hanging() -> None:
                                           r"for series \[0\]; \w+") as info:
         sol.raise_on_failure()
     assert info.value.reason in ("max_steps", "non_finite", "dt_underflow")
+
+
+def test_series_failures_names_each_series_own_reason() -> None:
+    # (S=3, B=4) status codes: 3 max_steps, 4 non_finite, 2 dt_underflow (torchode's codes).
+    status = torch.tensor([[0, 3, 4, 0],
+                           [0, 3, 4, 2],
+                           [0, 4, 0, 0]])
+    assert series_failures(status) == [None, "max_steps", "non_finite", "dt_underflow"]
+    assert series_failures(torch.tensor([0, 3])) == [None, "max_steps"]  # (B,) as well
+    # A tie between two reasons of one series goes to the lower code, whatever the order.
+    assert series_failures(torch.tensor([[4], [3]])) == ["max_steps"]
 
 
 def test_failing_series_does_not_corrupt_the_rest_of_the_batch() -> None:

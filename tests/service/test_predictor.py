@@ -6,35 +6,33 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from latent_ode import DataError, SolverConfig
-from service.errors import InputError
-from service.predictor import (
-    Job,
-    Limits,
-    SeriesInput,
-    prepare_series,
-    run_jobs,
-)
+from service.config import Settings
+from service.errors import InputError, SolverBudgetError
+from service.predictor import Job, prepare_series, run_jobs
+from service.schemas import SeriesIn
 from tests.service.service_helpers import CHANNELS, make_forecaster
 
-LIMITS = Limits(
+# The settings are the limits (service.predictor.Limits is their shape).
+LIMITS = Settings(
     max_points_per_series=100, max_series_per_request=10, max_query_times_per_series=100,
     max_horizon_span_multiple=10.0, max_horizon_abs=0.0, max_encoder_steps=10_000,
-    default_num_samples=8, max_num_samples=16, default_seed=0,
+    default_num_samples=8, max_num_samples=16, seed=0,
 )
 SOLVER = SolverConfig()
 
 
-def _prepare(items: list[SeriesInput], time_unit: str = "hours") -> list[Any]:
+def _prepare(items: list[SeriesIn], time_unit: str = "hours") -> list[Any]:
     return prepare_series(items, channels=CHANNELS, time_unit=time_unit, time_scale=10.0,
                           encoder_max_step=0.02, limits=LIMITS)
 
 
-def _item(**changes: Any) -> SeriesInput:
+def _item(**changes: Any) -> SeriesIn:
     base = {"id": None, "times": [0.0, 1.0, 2.0], "values": [[70.0, 37.0], [71.0, None],
             [None, 37.2]], "channels": None, "query_times": [0.5, 3.0]}
-    return SeriesInput(**{**base, **changes})
+    return SeriesIn(**{**base, **changes})
 
 
 def test_iso_times_need_a_calendar_time_unit() -> None:
@@ -81,3 +79,29 @@ def test_a_library_error_fails_only_the_request_that_caused_it() -> None:
     alone = run_jobs(forecaster.real, [good], solver=SOLVER)[0]
     assert isinstance(alone, list)
     np.testing.assert_allclose(results[0][0].mean, alone[0].mean, rtol=1e-6, atol=1e-6)
+
+
+class _Squared(torch.nn.Module):
+    """Latent dynamics dz/dt = 10 z² + 1: finite for a short while, then infinite."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return 10 * z**2 + 1
+
+
+def test_a_series_that_blows_up_fails_only_its_request_naming_why() -> None:
+    forecaster = make_forecaster()
+    forecaster.model.dynamics = _Squared()
+    near = Job(model=None, series=_prepare([_item(query_times=[0.05, 0.0])]), num_samples=8,
+               seed=0, quantiles=(0.5,))
+    far = Job(model=None, series=_prepare([_item(id="far", query_times=[0.5, 19.0])]),
+              num_samples=8, seed=0, quantiles=(0.5,))
+    results = run_jobs(forecaster, [near, far], solver=SOLVER)
+    assert isinstance(results[0], list) and results[0][0].ok
+    assert isinstance(results[1], SolverBudgetError)
+    assert results[1].series == (0,)
+    assert str(results[1]) == (
+        "the model could not forecast series[0] ('far') (non_finite): the ODE solver failed "
+        "(non_finite); the latent state blew up to inf/NaN; check the inputs and the horizon. "
+        "Ask for query times nearer the observations, or send values and times like those the "
+        "model was trained on."
+    )
