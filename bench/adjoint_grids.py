@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from _results import write_results
 
-from latent_ode import ModelConfig, Normaliser, SolverConfig, collate, datasets
+from latent_ode import ModelConfig, Normaliser, SolverConfig, collate
 from latent_ode.model import LatentODE
 from latent_ode.tasks import interpolation_task
+from pipelines.sources.periodic import periodic
 
 WAYS = {"backprop": ("backprop", "auto"), "adjoint_union": ("adjoint", "union"),
         "adjoint_warped": ("adjoint", "warped")}
@@ -60,7 +61,7 @@ def main() -> None:
         model_kw = dict(input_dim=batch.values.shape[2], latent_dim=20, encoder_hidden=40,
                         encoder_units=50, dynamics_units=50, dynamics_layers=1)
     else:
-        batch = collate(datasets.periodic(args.batch, n_times=args.times, t_max=2.0, shared_grid=False,
+        batch = collate(periodic(args.batch, n_times=args.times, t_max=2.0, shared_grid=False,
                                           seed=0))
         model_kw = dict(input_dim=1, latent_dim=6)
     context, target = interpolation_task(batch, 0.5, generator=torch.Generator().manual_seed(0))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from _results import write_results
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, datasets, fit
+from latent_ode import Forecaster, ModelConfig, Normaliser, SolverConfig, TrainConfig, fit
+from pipelines.sources.periodic import periodic
 
 CONFIG = ModelConfig(input_dim=1, latent_dim=10, encoder_hidden=20, encoder_units=100, dynamics_units=100,
                      encoder_cell="mlp_gru", encoder_max_step=0.25, dynamics_rotation=6.0,
@@ -71,8 +72,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    shared = datasets.periodic(1000, n_times=100, t_max=5.0, shared_grid=True, seed=0)
-    own = datasets.periodic(256, n_times=100, t_max=5.0, shared_grid=False, seed=0)
+    shared = periodic(1000, n_times=100, t_max=5.0, shared_grid=True, seed=0)
+    own = periodic(256, n_times=100, t_max=5.0, shared_grid=False, seed=0)
     norm = Normaliser.fit(shared[:800], kind="none", time_scale=1.0)
     rows: list[dict[str, object]] = []
     cases = (("train_step", (50, 200, 800), train_step_s, shared),

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from latent_ode import Forecaster, ModelConfig, Normaliser, TrainConfig, datasets, fit
+from latent_ode import Forecaster, ModelConfig, Normaliser, TrainConfig, fit
+from pipelines.sources.periodic import periodic
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world)
-    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
+    data = periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     cfg = ModelConfig(input_dim=1, latent_dim=4, encoder_hidden=8, encoder_units=16,
                       dynamics_units=16, encoder_max_step=0.1)
