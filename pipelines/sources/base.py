@@ -10,6 +10,7 @@ Generators whose keyword arguments *are* their options get the model from their 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -113,6 +114,8 @@ class Source(ABC):
         kind: ``generated`` (synthetic, sized by ``n_series`` and ``seed``) or ``imported``.
         extra: the optional dependency group the source needs (``pip install -e ".[EXTRA]"``),
             ``None`` when the base install has everything.
+        requires: the modules of that extra, imported by :meth:`load` only (see
+            :meth:`available`).
         options_model: the options model (see :class:`SourceOptions`).
     """
 
@@ -120,7 +123,12 @@ class Source(ABC):
     description: ClassVar[str]
     kind: ClassVar[SourceKind]
     extra: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
     options_model: ClassVar[type[SourceOptions]]
+
+    def available(self) -> bool:
+        """Whether the modules in :attr:`requires` are installed (without importing them)."""
+        return all(importlib.util.find_spec(module) is not None for module in self.requires)
 
     def parse_options(self, given: Mapping[str, object]) -> SourceOptions:
         """Validate ``given`` against :attr:`options_model`.

@@ -137,6 +137,7 @@ class HopperSource(GeneratedSource):
         "14 channels; needs the hopper extra"
     )
     extra: ClassVar[str | None] = "hopper"
+    requires: ClassVar[tuple[str, ...]] = ("dm_control", "mujoco")
     options_model = options_from_signature(generate_hopper, name="HopperOptions")
 
     def generate(self, options: Any, *, n_series: int, seed: int, time_unit: str) -> SeriesTable:
