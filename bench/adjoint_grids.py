@@ -52,8 +52,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.physionet:
-        from pipelines.config import default_physionet_archives
-        from pipelines.sources.physionet import read_physionet
+        from pipelines.sources.physionet import default_physionet_archives, read_physionet
 
         table, _ = read_physionet(default_physionet_archives()[:1], limit=args.batch)
         norm = Normaliser.fit(table.series, kind="minmax", time_scale=24.0)
