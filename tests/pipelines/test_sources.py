@@ -172,3 +172,18 @@ def test_cli_generate_passes_the_source_options(tmp_path: Path,
                  "--option", "n_times"]) == 2
     assert "error: `--option` must be KEY=VALUE, e.g. n_times=50; got 'n_times'." in (
         capsys.readouterr().err)
+
+
+def test_lineage_names_the_source_and_the_options_as_written(tiny_options) -> None:
+    generated = get_source("periodic").load(n_series=2, seed=5, options={"t_max": 2, "n_times": 9})
+    assert generated.lineage.kind == "generated"
+    assert generated.lineage.uri == "periodic(n_series=2, seed=5)"
+    # t_max stays "2" as written (not the model's 2.0), defaults are not listed.
+    assert generated.lineage.tags == {"generator": "periodic", "n_series": "2", "seed": "5",
+                                      "t_max": "2", "n_times": "9"}
+    archive = str(Path(tiny_options["physionet"]["archives"][0]).resolve())  # type: ignore[index]
+    imported = get_source("physionet").load(n_series=1, seed=0, options=tiny_options["physionet"])
+    assert imported.lineage.kind == "physionet" and imported.lineage.uri == archive
+    assert imported.lineage.tags == {"reader": "pipelines.sources.physionet.read_physionet",
+                                     "archives": archive, "limit": "None"}
+    assert imported.table.ids == ["140001", "140002"] and imported.table.time_unit == "hours"
