@@ -59,7 +59,8 @@ def require_positive(**arguments: float) -> None:
 def options_from_signature(func: Callable[..., Any], *, name: str) -> type[SourceOptions]:
     """The options model of a generator: its keyword-only arguments, with their types and defaults.
 
-    ``n_series`` and ``seed`` are left out (they are ``[data]`` keys of their own).
+    ``n_series`` and ``seed`` are left out (they are ``[data]`` keys of their own); an argument
+    without a default is a required option.
 
     Args:
         func: the generator, e.g. ``periodic(n_series, *, n_times=100, ..., seed=0)``.
@@ -70,7 +71,7 @@ def options_from_signature(func: Callable[..., Any], *, name: str) -> type[Sourc
     """
     hints = get_type_hints(func)
     fields: dict[str, Any] = {
-        p.name: (hints[p.name], p.default)
+        p.name: (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
         for p in inspect.signature(func).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _COMMON_ARGUMENTS
     }

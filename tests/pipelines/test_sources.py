@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from latent_ode import collate
 from latent_ode.errors import ConfigError
@@ -13,6 +14,7 @@ from pipelines.cli import build_parser, main
 from pipelines.config import parse_config
 from pipelines.longformat import read_long, write_long
 from pipelines.sources import SOURCES, SourceData, get_source, source_names
+from pipelines.sources.base import options_from_signature
 from tests.pipelines.test_config import tiny_config
 from tests.pipelines.test_physionet import make_archive
 
@@ -187,3 +189,16 @@ def test_lineage_names_the_source_and_the_options_as_written(tiny_options) -> No
     assert imported.lineage.tags == {"reader": "pipelines.sources.physionet.read_physionet",
                                      "archives": archive, "limit": "None"}
     assert imported.table.ids == ["140001", "140002"] and imported.table.time_unit == "hours"
+
+
+def test_options_from_a_signature_keep_types_defaults_and_required_ones() -> None:
+    def make(n_series: int, *, width: float, steps: int = 3, seed: int = 0) -> None:
+        """A generator with one required option."""
+
+    model = options_from_signature(make, name="MakeOptions")
+    assert list(model.model_fields) == ["width", "steps"]  # n_series and seed are [data] keys
+    assert model(width=2).model_dump() == {"width": 2.0, "steps": 3}
+    with pytest.raises(ValidationError, match=r"width\n  Field required"):
+        model()
+    with pytest.raises(ValidationError, match=r"steps\n  Input should be a valid integer"):
+        model(width=1.0, steps="x")
