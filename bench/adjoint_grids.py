@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from _results import write_results
 
-from latent_ode import DynamicsConfig, EncoderConfig, ModelConfig, Normaliser, SolverConfig, collate, datasets
+from latent_ode import DynamicsConfig, EncoderConfig, ModelConfig, Normaliser, SolverConfig, collate
 from latent_ode.model import LatentODE
 from latent_ode.tasks import interpolation_task
+from pipelines.sources.periodic import periodic
 
 WAYS = {"backprop": ("backprop", "auto"), "adjoint_union": ("adjoint", "union"),
         "adjoint_warped": ("adjoint", "warped")}
@@ -51,8 +52,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.physionet:
-        from pipelines.config import default_physionet_archives
-        from pipelines.sources.physionet import read_physionet
+        from pipelines.sources.physionet import default_physionet_archives, read_physionet
 
         table, _ = read_physionet(default_physionet_archives()[:1], limit=args.batch)
         norm = Normaliser.fit(table.series, kind="minmax", time_scale=24.0)
@@ -61,7 +61,7 @@ def main() -> None:
                         encoder=EncoderConfig(hidden=40, units=50, max_step=0.1),
                         dynamics=DynamicsConfig(units=50, layers=1))
     else:
-        batch = collate(datasets.periodic(args.batch, n_times=args.times, t_max=2.0, shared_grid=False,
+        batch = collate(periodic(args.batch, n_times=args.times, t_max=2.0, shared_grid=False,
                                           seed=0))
         model_kw = dict(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1))
     context, target = interpolation_task(batch, 0.5, generator=torch.Generator().manual_seed(0))

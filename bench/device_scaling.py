@@ -31,9 +31,9 @@ from latent_ode import (
     Normaliser,
     SolverConfig,
     TrainConfig,
-    datasets,
     fit,
 )
+from pipelines.sources.periodic import periodic
 
 CONFIG = ModelConfig(input_dim=1, latent_dim=10,
                      encoder=EncoderConfig(cell="mlp_gru", hidden=20, units=100, max_step=0.25),
@@ -82,8 +82,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    shared = datasets.periodic(1000, n_times=100, t_max=5.0, shared_grid=True, seed=0)
-    own = datasets.periodic(256, n_times=100, t_max=5.0, shared_grid=False, seed=0)
+    shared = periodic(1000, n_times=100, t_max=5.0, shared_grid=True, seed=0)
+    own = periodic(256, n_times=100, t_max=5.0, shared_grid=False, seed=0)
     norm = Normaliser.fit(shared[:800], kind="none", time_scale=1.0)
     rows: list[dict[str, object]] = []
     cases = (("train_step", (50, 200, 800), train_step_s, shared),

@@ -47,11 +47,12 @@ def register_model(workdir: Path) -> tuple[str, str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from latent_ode import Forecaster, ModelConfig, Normaliser, datasets
+    from latent_ode import Forecaster, ModelConfig, Normaliser
     from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc
+    from pipelines.sources.periodic import periodic
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    train = datasets.periodic(100, n_times=50, shared_grid=False, seed=0)
+    train = periodic(100, n_times=50, shared_grid=False, seed=0)
     forecaster = Forecaster.create(
         ModelConfig(input_dim=1), Normaliser.fit(train, kind="standard"), channels=["x"],
         time_unit="hours", seed=0,
@@ -75,9 +76,9 @@ def register_model(workdir: Path) -> tuple[str, str]:
 
 def make_bodies(n: int, *, seed: int = 1) -> list[bytes]:
     """Request bodies: one series of 50 observations and 50 query times each, 32 samples."""
-    from latent_ode import datasets
+    from pipelines.sources.periodic import periodic
 
-    series = datasets.periodic(n, n_times=50, shared_grid=False, seed=seed)
+    series = periodic(n, n_times=50, shared_grid=False, seed=seed)
     queries = np.linspace(-0.5, 7.0, 50)
     bodies = []
     for s in series:

@@ -41,11 +41,11 @@ from latent_ode import (
     Normaliser,
     SolverConfig,
     TrainConfig,
-    datasets,
     evaluate,
     fit,
 )
 from latent_ode.cells import CELLS
+from pipelines.sources.periodic import periodic
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def run(rank: int, args: argparse.Namespace, port: int | None) -> None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=args.procs)
 
-    data = datasets.periodic(1100, n_times=100, t_max=5.0, noise_weight=0.01,
+    data = periodic(1100, n_times=100, t_max=5.0, noise_weight=0.01,
                              shared_grid=not args.per_series_times, seed=args.seed)
     train, val, test = data[:800], data[800:900], data[900:]
     # The reference works on the raw scale: values as generated, times in [0, 5].

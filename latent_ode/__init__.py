@@ -5,7 +5,6 @@ its normalisation, answering in the user's units), training, evaluation and synt
 Importing this package does no work and needs neither MLflow nor a web framework.
 """
 
-from latent_ode import datasets
 from latent_ode.config import (
     DecoderConfig,
     DynamicsConfig,
@@ -58,7 +57,6 @@ __all__ = [
     "collate",
     "config_from_dict",
     "config_to_dict",
-    "datasets",
     "evaluate",
     "fit",
     "raise_on_failure",

@@ -2,7 +2,7 @@
 
 Commands (``latent-ode COMMAND --help`` for each)::
 
-    latent-ode data generate --dataset periodic|spirals|hopper --out FILE [--n-series N --seed S]
+    latent-ode data generate --dataset NAME --out FILE [--n-series N --seed S --option K=V ...]
     latent-ode data physionet ARCHIVE... --out FILE [--limit N] [--static-out FILE]
     latent-ode ingest   --config CFG [--out DIR]
     latent-ode train    --config CFG (--data DIR | --data-run RUN) [--resume [--run-id RUN]]
@@ -46,12 +46,32 @@ def _settings_device(args: argparse.Namespace) -> str:
     return resolve_device(args.device or get_settings().device)
 
 
+def _source_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs as a dict; a VALUE that parses as JSON is taken as such."""
+    import json
+
+    from latent_ode.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"`--option` must be KEY=VALUE, e.g. n_times=50; got {pair!r}.")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text  # plain text, e.g. a path
+    return out
+
+
 def _cmd_data_generate(args: argparse.Namespace) -> None:
     from pipelines.longformat import write_long
-    from pipelines.steps.ingest import generate_dataset
+    from pipelines.sources import get_source
 
-    table = generate_dataset(args.dataset, n_series=args.n_series, seed=args.seed,
-                             time_unit=args.time_unit)
+    loaded = get_source(args.dataset).load(n_series=args.n_series, seed=args.seed,
+                                           time_unit=args.time_unit,
+                                           options=_source_options(args.option))
+    table = loaded.table
     path = write_long(table, args.out)
     _say(f"wrote {len(table)} {args.dataset} series ({len(table.channels)} channels) to {path}")
 
@@ -250,16 +270,29 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="make long-format data files",
                           description="Generate or import data as long-format CSV/Parquet.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    gen = data_sub.add_parser("generate", help="generate a synthetic data set",
-                              description="Generate a synthetic data set; the format follows "
-                                          "the extension of --out (.csv or .parquet).")
-    gen.add_argument("--dataset", required=True, choices=["periodic", "spirals", "hopper"])
+    from pipelines.sources import SOURCES, source_names
+
+    width = max(map(len, SOURCES))
+    gen = data_sub.add_parser(
+        "generate", help="generate (or import) a registered data set",
+        description="Generate a synthetic data set, or import a real one, from the registry of "
+                    "data sources; the format follows the extension of --out (.csv or .parquet).",
+        epilog="data sets:\n" + "\n".join(f"  {name:<{width}}  {s.description}"
+                                            for name, s in SOURCES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("--dataset", required=True, choices=source_names(),
+                     help="the data set (listed below)")
     gen.add_argument("--out", required=True, metavar="FILE", help=".csv or .parquet file")
-    gen.add_argument("--n-series", type=int, default=1000, metavar="N", help="default 1000")
-    gen.add_argument("--seed", type=int, default=0, help="default 0")
+    gen.add_argument("--n-series", type=int, default=1000, metavar="N",
+                     help="size of a generated data set; default 1000")
+    gen.add_argument("--seed", type=int, default=0, help="seed of a generated data set; default 0")
     gen.add_argument("--time-unit", default="hours",
-                     help="unit the synthetic times are declared in (periodic, spirals); "
-                          "default hours")
+                     help="unit the synthetic times are declared in (sources without their own "
+                          "unit); default hours")
+    gen.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="an option of the data set (the keys of [data] options, e.g. "
+                          "n_times=50); VALUE is read as JSON when it parses, else as text; "
+                          "repeatable")
     gen.set_defaults(func=_cmd_data_generate)
     phy = data_sub.add_parser("physionet", help="import PhysioNet 2012 archives",
                               description="Read PhysioNet/CinC 2012 archives (set-a.tar.gz, "

@@ -33,6 +33,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,18 +50,17 @@ from latent_ode.config import (
     nest_flat_model_keys,
 )
 from latent_ode.errors import ConfigError
+from pipelines.sources import SOURCES, get_source
 
 __all__ = [
     "DataSection",
     "EvaluateSection",
-    "GENERATED_DATASETS",
     "MlflowSection",
     "ModelSection",
     "PipelineConfig",
     "PipelineSettings",
     "RegisterSection",
     "SplitSection",
-    "default_physionet_archives",
     "flatten_params",
     "get_settings",
     "load_config",
@@ -68,18 +68,11 @@ __all__ = [
     "unflatten_params",
 ]
 
-GENERATED_DATASETS = ("periodic", "spirals", "hopper", "physionet")
-"""Values of ``data.dataset``: data made (or imported) by the pipeline instead of read from a file."""
-
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
 C = TypeVar("C")
 
-
-def default_physionet_archives() -> list[Path]:
-    """The PhysioNet 2012 archives (sets A and B) in ``../shared/data/physionet2012/`` of the repo."""
-    root = _REPO_ROOT.parent / "shared" / "data" / "physionet2012"
-    return [root / "set-a.tar.gz", root / "set-b.tar.gz"]
+# Source options that files write in [data] itself rather than in [data] options (PhysioNet's
+# `archives` and `limit` predate the options table); they go to the sources that declare them.
+_DATA_LEVEL_OPTIONS = ("archives", "limit")
 
 
 class _Section(BaseModel):
@@ -108,12 +101,14 @@ class SplitSection(_Section):
 class DataSection(_Section):
     """Where the series come from and how they are split and normalised.
 
-    Exactly one of ``path`` (a long-format CSV/Parquet file) and ``dataset`` (a generated or
-    imported data set) is given.
+    Exactly one of ``path`` (a long-format CSV/Parquet file) and ``dataset`` (the name of a
+    registered source, :mod:`pipelines.sources.registry`) is given. ``options`` are the source's
+    own options, checked against its options model; ``archives`` and ``limit`` are options too,
+    written in ``[data]`` itself, of the sources that take them (PhysioNet).
     """
 
     path: str | None = None
-    dataset: Literal["periodic", "spirals", "hopper", "physionet"] | None = None
+    dataset: str | None = None
     n_series: int = Field(1000, gt=0)
     seed: int = 0
     options: dict[str, int | float | str | bool] = Field(default_factory=dict)
@@ -124,27 +119,48 @@ class DataSection(_Section):
     normalisation: Literal["standard", "minmax", "none"] = "standard"
     split: SplitSection = Field(default_factory=SplitSection)
 
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        if value is not None and value not in SOURCES:
+            raise ValueError(f"unknown data source; choose one of {', '.join(SOURCES)}")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSection:
         if (self.path is None) == (self.dataset is None):
             raise ValueError(
                 "give exactly one of `path` (a long-format CSV/Parquet file) and `dataset` "
-                f"(one of {', '.join(GENERATED_DATASETS)}); got path={self.path!r}, "
+                f"(one of {', '.join(SOURCES)}); got path={self.path!r}, "
                 f"dataset={self.dataset!r}."
             )
-        if (self.archives is not None or self.limit is not None) and self.dataset != "physionet":
-            raise ValueError("`archives` and `limit` only apply to dataset = \"physionet\".")
-        if self.options and self.dataset not in ("periodic", "spirals", "hopper"):
-            raise ValueError("`options` only apply to a generated dataset (periodic, spirals, hopper).")
+        for key in _DATA_LEVEL_OPTIONS:
+            if getattr(self, key) is None:
+                continue
+            takers = [s.name for s in SOURCES.values() if key in s.options_model.model_fields]
+            if self.dataset not in takers:
+                raise ValueError(
+                    f"`{key}` only applies to dataset = {' or '.join(map(repr, takers))}; got "
+                    f"dataset={self.dataset!r}."
+                )
+            if key in self.options:
+                raise ValueError(f"`{key}` is given twice, in [data] and in `options`; keep one.")
+        if self.dataset is None:
+            if self.options:
+                raise ValueError("`options` only apply to a `dataset`, not to a `path`.")
+        else:
+            try:
+                get_source(self.dataset).parse_options(self.source_options())
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if self.channels is not None and len(set(self.channels)) != len(self.channels):
             raise ValueError(f"`channels` must not repeat a name; got {self.channels}.")
         return self
 
-    def archive_paths(self) -> list[Path]:
-        """The PhysioNet archives to read (the config's, else the shared sets A and B)."""
-        if self.archives is None:
-            return default_physionet_archives()
-        return [Path(a) for a in self.archives]
+    def source_options(self) -> dict[str, Any]:
+        """The options of the ``dataset``'s source as written: ``options``, ``archives``, ``limit``."""
+        folded = {key: getattr(self, key) for key in _DATA_LEVEL_OPTIONS}
+        return {**self.options, **{k: v for k, v in folded.items() if v is not None}}
 
 
 class EvaluateSection(_Section):

@@ -66,7 +66,6 @@ Kept per working directory on purpose: the service's cache is keyed by model nam
 only, and every fresh quickstart store has its own ``latent-ode`` version 1.
 """
 
-_GENERATED_FOR_QUICKSTART = ("periodic", "spirals")
 _DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 _EXAMPLE_DECIMALS = 4
 
@@ -292,7 +291,7 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
     """
     from pipelines.config import load_config, parse_config
     from pipelines.longformat import write_long
-    from pipelines.steps.ingest import generate_dataset
+    from pipelines.sources import get_source
 
     cfg = load_config(config_path)
     raw = cfg.to_dict()
@@ -302,10 +301,13 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
         if not path.is_absolute():  # relative to where the user typed the command
             raw["data"]["path"] = str((invoked_from / path).resolve())
         return parse_config(raw, source=repr(str(config_path))), None
-    if data.dataset not in _GENERATED_FOR_QUICKSTART:
+    assert data.dataset is not None  # DataSection guarantees path xor dataset
+    source = get_source(data.dataset)
+    # Only what the base install generates is written out; the rest is read by ingest itself.
+    if source.kind != "generated" or source.extra is not None:
         return cfg, None
-    table = generate_dataset(data.dataset, n_series=data.n_series, seed=data.seed,
-                             options=data.options, time_unit=data.time_unit)
+    table = source.load(n_series=data.n_series, seed=data.seed, time_unit=data.time_unit,
+                        options=data.source_options()).table
     data_file = write_long(table, Path(DATA_DIR) / f"{data.dataset}.csv")
     logger.info("quickstart: generated %d %s series into %s", len(table), data.dataset, data_file)
     raw["data"] |= {"path": str(data_file), "dataset": None, "options": {}}

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from latent_ode import Series, datasets
+from latent_ode import Series
 from pipelines.quickstart import example_request
+from pipelines.sources.periodic import periodic
 from tests.conftest import (
     MlflowServer,
     free_port,
@@ -89,7 +90,7 @@ def api(tracking_uri: str, workdir: Path) -> Iterator[str]:
 
 def forecast_request() -> dict[str, Any]:
     """Two fresh periodic series: one asked inside and after its window, one before it too."""
-    a, b = datasets.periodic(2, n_times=30, seed=1234)
+    a, b = periodic(2, n_times=30, seed=1234)
     first = example_request(a, num_samples=16, quantiles=(0.1, 0.5, 0.9))["series"][0]
     # The second series is observed from its 6th point on and also asked before that (backcast).
     b_late = Series(times=b.times[5:20], values=b.values[5:20], id="late-start")

@@ -1,10 +1,24 @@
-"""Data sources of the pipelines: real and generated data sets as :class:`SeriesTable`.
+"""Data sources of the pipelines, synthetic and real alike, one module per source.
 
-- :func:`read_physionet`: PhysioNet/CinC Challenge 2012 ICU records from the challenge archives.
-- :func:`generate_hopper`: MuJoCo Hopper trajectories (needs the ``hopper`` extra).
+- ``periodic``, ``spirals``: synthetic sets of the Latent ODE and Neural ODE papers;
+- ``hopper``: MuJoCo Hopper trajectories (needs the ``hopper`` extra);
+- ``physionet``: PhysioNet/CinC Challenge 2012 ICU stays read from the challenge archives.
+
+:mod:`pipelines.sources.registry` maps each name to its source (and says how to add one);
+:mod:`pipelines.sources.base` defines what a source is. A user's own long-format file is not a
+source: the config names it with ``[data] path`` and :func:`pipelines.longformat.read_long`
+reads it.
 """
 
-from pipelines.sources.hopper import generate_hopper
-from pipelines.sources.physionet import read_physionet
+from pipelines.sources.base import DataSource, Source, SourceData, SourceOptions
+from pipelines.sources.registry import SOURCES, get_source, source_names
 
-__all__ = ["generate_hopper", "read_physionet"]
+__all__ = [
+    "SOURCES",
+    "DataSource",
+    "Source",
+    "SourceData",
+    "SourceOptions",
+    "get_source",
+    "source_names",
+]

@@ -26,15 +26,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from latent_ode.data import Series
 from latent_ode.errors import ConfigError
 from pipelines.longformat import SeriesTable
+from pipelines.sources.base import GeneratedSource, options_from_signature
 
-__all__ = ["CHANNELS", "generate_hopper"]
+__all__ = ["CHANNELS", "SOURCE", "HopperSource", "generate_hopper"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +123,36 @@ def generate_hopper(n_series: int, *, n_steps: int = 100, seed: int = 0) -> Seri
         n_series, n_steps, dt, time.perf_counter() - start,
     )
     return SeriesTable(series=series, channels=list(CHANNELS), time_unit="seconds")
+
+
+class HopperSource(GeneratedSource):
+    """The registry's ``hopper`` entry: :func:`generate_hopper`, options ``n_steps``.
+
+    Times are in seconds of simulated time whatever ``[data] time_unit`` says.
+    """
+
+    name: ClassVar[str] = "hopper"
+    description: ClassVar[str] = (
+        "MuJoCo Hopper trajectories from random initial states (Rubanova et al. 2019), "
+        "14 channels; needs the hopper extra"
+    )
+    extra: ClassVar[str | None] = "hopper"
+    requires: ClassVar[tuple[str, ...]] = ("dm_control", "mujoco")
+    options_model = options_from_signature(generate_hopper, name="HopperOptions")
+
+    def generate(self, options: Any, *, n_series: int, seed: int, time_unit: str) -> SeriesTable:
+        """The :func:`generate_hopper` table (``time_unit`` is ignored: the times are seconds).
+
+        Raises:
+            ConfigError: dm-control is not installed (the message says how to install it).
+        """
+        try:
+            return generate_hopper(n_series, seed=seed, **options.model_dump())
+        except ImportError as exc:
+            raise ConfigError(
+                f"the hopper data set needs dm-control ({exc}); install the `hopper` extra: "
+                "pip install -c constraints.txt -e \".[hopper]\"."
+            ) from None
+
+
+SOURCE = HopperSource()

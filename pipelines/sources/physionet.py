@@ -31,15 +31,26 @@ import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from latent_ode.data import Series
 from latent_ode.errors import DataError
 from pipelines.longformat import SeriesTable
+from pipelines.sources.base import DataSource, Source, SourceData, SourceKind, SourceOptions
 
-__all__ = ["CHANNELS", "STATIC", "read_physionet"]
+__all__ = [
+    "CHANNELS",
+    "SOURCE",
+    "STATIC",
+    "PhysionetOptions",
+    "PhysionetSource",
+    "default_physionet_archives",
+    "read_physionet",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +70,13 @@ _MEMBER = re.compile(r"(?:^|/)(\d+)\.txt$")
 _UNKNOWN = -1.0
 _COLUMNS = ["rec", "hh", "mm", "param", "value"]
 _MINUTES_PER_HOUR = 60.0
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_physionet_archives() -> list[Path]:
+    """The PhysioNet 2012 archives (sets A and B) in ``../shared/data/physionet2012/`` of the repo."""
+    root = _REPO_ROOT.parent / "shared" / "data" / "physionet2012"
+    return [root / "set-a.tar.gz", root / "set-b.tar.gz"]
 
 
 def _iter_records(
@@ -294,3 +312,59 @@ def read_physionet(
         n_records, len(series), len(uniq), time.perf_counter() - start,
     )
     return table, frame
+
+
+class PhysionetOptions(SourceOptions):
+    """Options of the ``physionet`` source.
+
+    Attributes:
+        archives: the archives to read, in order; ``None`` reads sets A and B from
+            :func:`default_physionet_archives`.
+        limit: read at most this many stays; ``None`` reads all.
+    """
+
+    archives: list[str] | None = None
+    limit: int | None = Field(None, gt=0)
+
+    def archive_paths(self) -> list[Path]:
+        """The archives to read (the given ones, else the shared sets A and B)."""
+        if self.archives is None:
+            return default_physionet_archives()
+        return [Path(a) for a in self.archives]
+
+
+class PhysionetSource(Source):
+    """The registry's ``physionet`` entry: :func:`read_physionet` (the static table is dropped).
+
+    ``n_series``, ``seed`` and ``time_unit`` do not apply: every stay is read, in hours.
+    """
+
+    name: ClassVar[str] = "physionet"
+    description: ClassVar[str] = (
+        "PhysioNet/CinC 2012 ICU stays read from the challenge archives, 37 channels"
+    )
+    kind: ClassVar[SourceKind] = "imported"
+    options_model = PhysionetOptions
+
+    def _load(
+        self,
+        options: Any,
+        *,
+        given: dict[str, object],
+        n_series: int,
+        seed: int,
+        time_unit: str,
+    ) -> SourceData:
+        archives = [p.resolve() for p in options.archive_paths()]
+        table, _static = read_physionet(archives, limit=options.limit)
+        joined = ",".join(str(a) for a in archives)
+        lineage = DataSource(
+            kind="physionet",
+            uri=joined,
+            tags={"reader": "pipelines.sources.physionet.read_physionet", "archives": joined,
+                  "limit": str(options.limit)},
+        )
+        return SourceData(table=table, lineage=lineage)
+
+
+SOURCE = PhysionetSource()

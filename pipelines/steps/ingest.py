@@ -1,5 +1,8 @@
 """Ingest: read (or generate) the series, split them by series, fit the normaliser.
 
+The series come from the config's ``[data] path`` (a long-format file) or from the registered
+source named by ``[data] dataset`` (:mod:`pipelines.sources.registry`).
+
 The core, :func:`ingest`, needs no tracking server; :func:`save_split` / :func:`load_split` write
 and read the result as a folder, which the ``ingest`` step logs as the run artifacts ``data/`` so
 that ``train`` and ``evaluate`` can run on their own later::
@@ -13,9 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,12 +25,12 @@ from latent_ode import Normaliser, Series
 from latent_ode.errors import ConfigError, DataError
 from pipelines.config import PipelineConfig
 from pipelines.longformat import SeriesTable, read_long, write_long
+from pipelines.sources import DataSource, get_source
 
 __all__ = [
     "SPLITS",
     "DataSource",
     "IngestResult",
-    "generate_dataset",
     "ingest",
     "load_split",
     "save_split",
@@ -39,22 +41,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _SPLIT_FILE = "split.json"
-_GENERATED_CHANNELS = {"periodic": ("x",), "spirals": ("x", "y")}
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where the series came from, for lineage: a file path or a generator with its arguments.
-
-    Attributes:
-        kind: ``file``, ``generated`` or ``physionet``.
-        uri: absolute file path (``file``), else a short description.
-        tags: generator name and arguments, archives, ...
-    """
-
-    kind: str
-    uri: str
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,86 +72,21 @@ class IngestResult:
         return SeriesTable(series=self.split(name), channels=self.channels, time_unit=self.time_unit)
 
 
-def generate_dataset(
-    name: str,
-    *,
-    n_series: int,
-    seed: int,
-    options: dict[str, Any] | None = None,
-    time_unit: str = "hours",
-) -> SeriesTable:
-    """Generate one of the synthetic data sets as a table.
-
-    Args:
-        name: ``periodic`` or ``spirals`` (from :mod:`latent_ode.datasets`) or ``hopper``
-            (from :mod:`pipelines.sources.hopper`, needs the ``hopper`` extra).
-        n_series: number of series.
-        seed: seed of the generator.
-        options: further keyword arguments of the generator.
-        time_unit: the unit the synthetic times are declared in (periodic, spirals).
-
-    Raises:
-        ConfigError: an unknown data set name or an option the generator does not take.
-    """
-    options = dict(options or {})
-    if name == "hopper":
-        from pipelines.sources.hopper import generate_hopper
-
-        try:
-            return generate_hopper(n_series, seed=seed, **options)
-        except TypeError as exc:
-            raise ConfigError(f"bad `data.options` for hopper {options}: {exc}.") from None
-        except ImportError as exc:
-            raise ConfigError(
-                f"the hopper data set needs dm-control ({exc}); install the `hopper` extra: "
-                "pip install -c constraints.txt -e \".[hopper]\"."
-            ) from None
-    if name not in ("periodic", "spirals"):
-        raise ConfigError(
-            f"`dataset` must be one of periodic, spirals, hopper; got {name!r}."
-        )
-    from latent_ode import datasets
-
-    generator = getattr(datasets, name)
-    try:
-        series = generator(n_series, seed=seed, **options)
-    except TypeError as exc:
-        raise ConfigError(f"bad `data.options` for {name} {options}: {exc}.") from None
-    return SeriesTable(series=series, channels=list(_GENERATED_CHANNELS[name]), time_unit=time_unit)
-
-
 def _load_table(cfg: PipelineConfig) -> tuple[SeriesTable, DataSource]:
     data = cfg.data
     if data.path is not None:
         path = Path(data.path).resolve()
         table = read_long(path, time_unit=data.time_unit, channels=data.channels)
         return table, DataSource(kind="file", uri=str(path))
-    if data.dataset == "physionet":
-        from pipelines.sources.physionet import read_physionet
-
-        archives = [p.resolve() for p in data.archive_paths()]
-        table, _static = read_physionet(archives, limit=data.limit)
-        source = DataSource(
-            kind="physionet",
-            uri=",".join(str(a) for a in archives),
-            tags={"reader": "pipelines.sources.physionet.read_physionet",
-                  "archives": ",".join(str(a) for a in archives), "limit": str(data.limit)},
-        )
-    else:
-        assert data.dataset is not None  # DataSection guarantees path xor dataset
-        table = generate_dataset(
-            data.dataset, n_series=data.n_series, seed=data.seed, options=data.options,
-            time_unit=data.time_unit,
-        )
-        source = DataSource(
-            kind="generated",
-            uri=f"{data.dataset}(n_series={data.n_series}, seed={data.seed})",
-            tags={"generator": data.dataset, "n_series": str(data.n_series),
-                  "seed": str(data.seed), **{k: str(v) for k, v in data.options.items()}},
-        )
+    assert data.dataset is not None  # DataSection guarantees path xor dataset
+    loaded = get_source(data.dataset).load(
+        n_series=data.n_series, seed=data.seed, time_unit=data.time_unit,
+        options=data.source_options(),
+    )
+    table = loaded.table
     if data.channels is not None:
         table = _select_channels(table, data.channels)
-    return table, source
+    return table, loaded.lineage
 
 
 def _select_channels(table: SeriesTable, channels: list[str]) -> SeriesTable:

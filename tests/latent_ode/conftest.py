@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ode import DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser, datasets
+from latent_ode import DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser
+from pipelines.sources.periodic import periodic
+from pipelines.sources.spirals import spirals
 
 # Comparisons of the same computation done two ways (batching, permutation, save/load).
 TOL = {
@@ -23,7 +25,7 @@ ADJOINT_RTOL = 1e-4
 
 @pytest.fixture
 def periodic_small():
-    return datasets.periodic(40, n_times=30, seed=3)
+    return periodic(40, n_times=30, seed=3)
 
 
 # Every model invariant and the persistence tests run with both encoder cells and with the
@@ -41,7 +43,7 @@ def forecaster(request, periodic_small) -> Forecaster:
 
 @pytest.fixture(params=["gru", "mlp_gru"])
 def two_channel_forecaster(request) -> tuple[Forecaster, list]:
-    data = datasets.spirals(20, n_times=20, n_total=200, seed=1)
+    data = spirals(20, n_times=20, n_total=200, seed=1)
     norm = Normaliser.fit(data, kind="standard")
     cfg = ModelConfig(input_dim=2, latent_dim=4,
                       encoder=EncoderConfig(cell=request.param, hidden=8, units=16),

@@ -20,9 +20,9 @@ from latent_ode import (
     ModelConfig,
     Normaliser,
     TrainConfig,
-    datasets,
     fit,
 )
+from pipelines.sources.periodic import periodic
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world)
-    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
+    data = periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     cfg = ModelConfig(input_dim=1, latent_dim=4,
                       encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),

@@ -20,11 +20,11 @@ from latent_ode import (
     Normaliser,
     SolverConfig,
     TrainConfig,
-    datasets,
     evaluate,
     fit,
 )
 from latent_ode.solver import solve
+from pipelines.sources.periodic import periodic
 from tests.latent_ode.conftest import ADJOINT_RTOL, EXACT_ODE_ATOL
 from tests.latent_ode.test_solver import TIGHT, Blowup, Linear
 
@@ -90,7 +90,7 @@ def test_failing_series_on_cuda_leaves_the_others_exact(cuda_device) -> None:
 def test_training_on_cuda_beats_linear_interpolation_and_loads_on_cpu(cuda_device, tmp_path) -> None:
     """The quality threshold of the CPU training test, on the GPU; the model saved from the GPU
     then loads on the CPU and predicts the same."""
-    data = datasets.periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
+    data = periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
     train, val, test = data[:200], data[200:250], data[250:]
     norm = Normaliser.fit(train, kind="none", time_scale=1.0)
     cfg = ModelConfig(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1))
@@ -117,7 +117,7 @@ def test_training_on_cuda_beats_linear_interpolation_and_loads_on_cpu(cuda_devic
 def test_adjoint_training_on_cuda_takes_the_steps_backprop_takes_on_cpu(cuda_device) -> None:
     """Same data, seed and draws (taken on the CPU): two adjoint steps on the GPU (series with
     their own times, so in warped time) land where two backprop steps on the CPU do."""
-    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=0)
+    data = periodic(60, n_times=20, shared_grid=False, seed=0)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     cfg = TrainConfig(batch_size=10, max_steps=2, progress=False, seed=3, task="extrapolation")
     small = dict(input_dim=1, latent_dim=4, encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
@@ -134,7 +134,7 @@ def test_a_seed_picks_the_same_interpolation_context_on_cuda_and_cpu(cuda_device
     from latent_ode import collate
     from latent_ode.tasks import interpolation_task
 
-    series = datasets.periodic(6, n_times=12, shared_grid=False, seed=2)
+    series = periodic(6, n_times=12, shared_grid=False, seed=2)
     cpu, _ = interpolation_task(collate(series), 0.5, generator=torch.Generator().manual_seed(4))
     gpu, _ = interpolation_task(collate(series, device=cuda_device), 0.5,
                                 generator=torch.Generator().manual_seed(4))

@@ -12,7 +12,7 @@ def test_import_latent_ode_without_mlflow_or_fastapi() -> None:
         "for name in ('mlflow', 'fastapi', 'pydantic', 'uvicorn', 'pandas'):\n"
         "    sys.modules[name] = None  # makes `import name` raise ImportError\n"
         "import latent_ode\n"
-        "from latent_ode import Forecaster, fit, evaluate, datasets\n"
+        "from latent_ode import Forecaster, fit, evaluate\n"
         "assert not any(m.split('.')[0] in ('mlflow', 'fastapi', 'uvicorn') for m in sys.modules"
         " if sys.modules[m] is not None)\n"
         "print(len(latent_ode.__all__))\n"

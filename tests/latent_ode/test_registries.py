@@ -22,13 +22,13 @@ from latent_ode import (
     collate,
     config_from_dict,
     config_to_dict,
-    datasets,
 )
 from latent_ode.cells import CELLS, Cell
 from latent_ode.decoders import DECODERS
 from latent_ode.dynamics import DYNAMICS
 from latent_ode.model import LatentODE
 from latent_ode.registry import Registry
+from pipelines.sources.spirals import spirals
 
 B, D, L, H = 5, 3, 4, 6
 
@@ -46,7 +46,7 @@ def _trains_a_step(cfg: ModelConfig) -> None:
     """A whole model with this entry: finite loss, and one step changes every parameter group."""
     torch.manual_seed(0)
     model = LatentODE(cfg)
-    batch = collate(datasets.spirals(B, n_times=12, n_total=100, seed=0))
+    batch = collate(spirals(B, n_times=12, n_total=100, seed=0))
     loss = model.loss(batch, batch).loss
     assert torch.isfinite(loss)
     loss.backward()

@@ -17,17 +17,17 @@ from latent_ode import (
     Normaliser,
     TrainConfig,
     TrainEvent,
-    datasets,
     evaluate,
     fit,
 )
+from pipelines.sources.periodic import periodic
 
 SMALL = ModelConfig(input_dim=1, latent_dim=4, encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
                     dynamics=DynamicsConfig(units=16))
 
 
 def _setup(seed: int = 0):
-    data = datasets.periodic(60, n_times=20, shared_grid=False, seed=seed)
+    data = periodic(60, n_times=20, shared_grid=False, seed=seed)
     norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
     fc = Forecaster.create(SMALL, norm, channels=["x"], time_unit="s", seed=seed)
     return fc, data[:40], data[40:50]
@@ -209,7 +209,7 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     """Sparse irregular sinusoids (10 of 20 points seen): the model must beat linear
     interpolation of the observed points on the points it did not see, by a clear margin."""
     torch.manual_seed(0)
-    data = datasets.periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
+    data = periodic(300, n_times=20, t_max=2.0, shared_grid=False, seed=0)
     train, val, test = data[:200], data[200:250], data[250:]
     norm = Normaliser.fit(train, kind="none", time_scale=1.0)
     fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=6, encoder=EncoderConfig(max_step=0.1)), norm,

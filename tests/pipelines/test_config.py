@@ -21,6 +21,7 @@ from pipelines.config import (
     parse_config,
     unflatten_params,
 )
+from pipelines.sources import get_source
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 TINY = CONFIGS / "periodic-tiny.toml"
@@ -84,7 +85,8 @@ def test_physionet_config_follows_the_paper_protocol() -> None:
     assert cfg.data.dataset == "physionet"
     assert cfg.data.normalisation == "minmax"
     assert cfg.data.split.test == pytest.approx(0.2)
-    assert [p.name for p in cfg.data.archive_paths()] == ["set-a.tar.gz", "set-b.tar.gz"]
+    options = get_source("physionet").parse_options(cfg.data.source_options())
+    assert [p.name for p in options.archive_paths()] == ["set-a.tar.gz", "set-b.tar.gz"]
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
 def _check_served_predictions(result: PipelineResult, name: str) -> None:
     """``models:/NAME@champion`` answers like the in-memory forecaster."""
     fc = result.forecaster
-    from latent_ode.datasets import periodic
+    from pipelines.sources.periodic import periodic
 
     series = periodic(1, n_times=20, seed=123)[0]
     query = np.array([0.3, 2.0, 4.0, 6.5])
