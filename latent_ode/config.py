@@ -236,9 +236,14 @@ class DecoderConfig:
     Attributes:
         kind: a name in :data:`latent_ode.decoders.DECODERS`; ``linear`` (the only one today):
             ``W z + b`` as in Rubanova et al. 2019.
+        anchor: blend each channel's decoded mean with the linear interpolation of that
+            channel's context observations (LOCF after them), with a learned per-channel trust
+            that decays with the time to the nearest observation (:mod:`latent_ode.anchor`), so
+            the model can fall back on the baseline where it cannot beat it. Off by default.
     """
 
     kind: str = "linear"
+    anchor: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -254,6 +259,11 @@ class ModelConfig:
         latent_dim: L, size of the latent state z.
         obs_std: standard deviation of the Gaussian observation noise of the training objective,
             on the normalised scale (the reference uses 0.01 for the toy data and PhysioNet).
+        learn_obs_std: learn one noise std per channel, starting at ``obs_std`` and floored at
+            ``obs_std_min``; the objective then weighs each channel by how well it can be
+            predicted, instead of one fixed noise for all (a channel whose scaled values vary by
+            1e-3 is otherwise invisible next to a noise of 0.01).
+        obs_std_min: the floor of the learned noise std.
         encoder: the ODE-RNN encoder.
         dynamics: the latent dynamics.
         decoder: the decoder.
@@ -263,6 +273,8 @@ class ModelConfig:
     input_dim: int
     latent_dim: int = 10
     obs_std: float = 0.01
+    learn_obs_std: bool = False
+    obs_std_min: float = 1e-4
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -273,6 +285,7 @@ class ModelConfig:
         _check(self.input_dim >= 1, self, "input_dim", "a positive integer")
         _check(self.latent_dim >= 1, self, "latent_dim", "a positive integer")
         _check(self.obs_std > 0, self, "obs_std", "positive")
+        _check(0 < self.obs_std_min <= self.obs_std, self, "obs_std_min", "in (0, obs_std]")
 
 
 @dataclass(frozen=True, kw_only=True)

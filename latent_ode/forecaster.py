@@ -322,7 +322,8 @@ class Forecaster:
         t_rel = (query_times - t0[:, None]).repeat(num_samples, 1)  # (S*B, Q)
         pred, sol = self.model.decode(z0.reshape(num_samples * b, -1), t_rel, solver=solver)
         failures = series_failures(sol.status.reshape(num_samples, b))
-        return pred.reshape(num_samples, b, q, -1), sol.stats, failures
+        pred = self.model.means(pred.reshape(num_samples, b, q, -1), context, query_times)
+        return pred, sol.stats, failures
 
     def predict(
         self,

@@ -23,19 +23,20 @@ def _per_series_mean(x: Tensor, mask: Tensor) -> Tensor:
     return total / count
 
 
-def gaussian_log_likelihood(pred: Tensor, target: Tensor, mask: Tensor, std: float) -> Tensor:
+def gaussian_log_likelihood(pred: Tensor, target: Tensor, mask: Tensor, std: float | Tensor) -> Tensor:
     """Per-series mean log N(target; pred, std²) over observed entries.
 
     Args:
         pred: (..., B, T, D) predicted means.
         target: (B, T, D) observed values.
         mask: (B, T, D) bool, True where observed.
-        std: observation noise standard deviation.
+        std: observation noise standard deviation, a float or a (D,) tensor per channel.
 
     Returns:
         (..., B) log-likelihood per series (points where ``mask`` is False contribute nothing).
     """
-    logp = -0.5 * ((target - pred) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+    log_std = math.log(std) if isinstance(std, float) else torch.log(std)
+    logp = -0.5 * ((target - pred) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
     return _per_series_mean(logp, mask)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latent_ode.anchor import BaselineAnchor
 from latent_ode.config import ModelConfig, SolverConfig
 from latent_ode.data import Observations
 from latent_ode.decoders import DECODERS
@@ -67,6 +68,30 @@ class LatentODE(nn.Module):
         # |linear| output starts near 0): with std ~0.7 the sampled z0 would be mostly noise
         # at first, and the decoder would learn to ignore it and predict the mean curve.
         nn.init.constant_(self.encoder.to_z0[-1].bias[config.latent_dim:], -4.0)
+        self.anchor = BaselineAnchor(config.input_dim) if config.decoder.anchor else None
+        # log(std - floor), so the learned std starts at obs_std and never falls below the floor.
+        self.obs_log_excess = (
+            nn.Parameter(torch.full((config.input_dim,),
+                                    math.log(config.obs_std - config.obs_std_min + 1e-12)))
+            if config.learn_obs_std else None
+        )
+
+    @property
+    def obs_std(self) -> float | Tensor:
+        """The observation noise std of the objective: ``obs_std``, or (D,) learned per channel."""
+        if self.obs_log_excess is None:
+            return self.config.obs_std
+        return self.config.obs_std_min + torch.exp(self.obs_log_excess)
+
+    def means(self, decoded: Tensor, context: Observations, query_times: Tensor) -> Tensor:
+        """The channel means at ``query_times``: the decoded ones, anchored if configured.
+
+        Args:
+            decoded: (S, B, Q, D) decoder outputs.
+            context: the B series the encoder read.
+            query_times: (B, Q) the times of ``decoded``.
+        """
+        return decoded if self.anchor is None else self.anchor(decoded, context, query_times)
 
     @staticmethod
     def reference_time(context: Observations, query_times: Tensor) -> Tensor:
@@ -134,8 +159,8 @@ class LatentODE(nn.Module):
         adjoint = self.config.solver.gradient == "adjoint" and torch.is_grad_enabled()
         pred, sol = self.decode(z0.reshape(num_samples * b, -1), t_rel, adjoint=adjoint)
         sol.raise_on_failure()
-        pred = pred.reshape(num_samples, b, t, d)  # (K, B, T, D)
-        loglik = gaussian_log_likelihood(pred, target.values, target.mask, self.config.obs_std)
+        pred = self.means(pred.reshape(num_samples, b, t, d), context, target.times)  # (K, B, T, D)
+        loglik = gaussian_log_likelihood(pred, target.values, target.mask, self.obs_std)
         kl = kl_normal_std_normal(mean, std)  # (B,)
         if num_samples == 1:
             bound = loglik[0] - kl_weight * kl

@@ -223,6 +223,8 @@ class ModelSection(_Section):
     input_dim: int | None = Field(None, gt=0, strict=True)
     latent_dim: int = Field(_MODEL_DEFAULTS["latent_dim"], gt=0, strict=True)
     obs_std: float = Field(_MODEL_DEFAULTS["obs_std"], gt=0.0, strict=True)
+    learn_obs_std: bool = Field(_MODEL_DEFAULTS["learn_obs_std"], strict=True)
+    obs_std_min: float = Field(_MODEL_DEFAULTS["obs_std_min"], gt=0.0, strict=True)
     encoder: EncoderSection = Field(default_factory=EncoderConfig)
     dynamics: DynamicsSection = Field(default_factory=DynamicsConfig)
     decoder: DecoderSection = Field(default_factory=DecoderConfig)
@@ -268,6 +270,7 @@ class PipelineConfig(_Section):
                 f"{d}."
             )
         return ModelConfig(input_dim=d, latent_dim=self.model.latent_dim, obs_std=self.model.obs_std,
+                           learn_obs_std=self.model.learn_obs_std, obs_std_min=self.model.obs_std_min,
                            encoder=self.model.encoder, dynamics=self.model.dynamics,
                            decoder=self.model.decoder, solver=self.solver)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_ode import DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser
+from latent_ode import DecoderConfig, DynamicsConfig, EncoderConfig, Forecaster, ModelConfig, Normaliser
 from pipelines.sources.periodic import periodic
 from pipelines.sources.spirals import spirals
 
@@ -28,16 +28,19 @@ def periodic_small():
     return periodic(40, n_times=30, seed=3)
 
 
-# Every model invariant and the persistence tests run with both encoder cells and with the
-# rotation and bilinear parts of the latent dynamics.
-@pytest.fixture(params=[("gru", 0.0, False), ("mlp_gru", 0.0, False), ("gru", 3.0, False),
-                        ("mlp_gru", 3.0, True)],
-                ids=["gru", "mlp_gru", "rotation", "rotation-bilinear"])
+# Every model invariant and the persistence tests run with both encoder cells, with the
+# rotation and bilinear parts of the latent dynamics, and with the baseline anchor and learned
+# per-channel noise.
+@pytest.fixture(params=[("gru", 0.0, False, False), ("mlp_gru", 0.0, False, False),
+                        ("gru", 3.0, False, False), ("mlp_gru", 3.0, True, False),
+                        ("gru", 0.0, False, True)],
+                ids=["gru", "mlp_gru", "rotation", "rotation-bilinear", "anchored"])
 def forecaster(request, periodic_small) -> Forecaster:
-    cell, rotation, bilinear = request.param
+    cell, rotation, bilinear, anchored = request.param
     norm = Normaliser.fit(periodic_small, kind="standard")
     cfg = ModelConfig(input_dim=1, latent_dim=4, encoder=EncoderConfig(cell=cell, hidden=8, units=16),
-                      dynamics=DynamicsConfig(units=16, rotation=rotation, bilinear=bilinear))
+                      dynamics=DynamicsConfig(units=16, rotation=rotation, bilinear=bilinear),
+                      decoder=DecoderConfig(anchor=anchored), learn_obs_std=anchored)
     return Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
 
 

@@ -71,7 +71,8 @@ def test_every_field_is_checked_against_its_annotation(cls: type, kwargs: dict[s
          r"^`model\.dynamics` must be a table of DynamicsConfig keys; got 3\.$"),
         (ModelConfig, "model", {"latent_dim": 3}, r"^missing key `model\.input_dim`; add it\.$"),
         (ModelConfig, "model", {"input_dim": 1, "decoder": {"knd": "linear"}},
-         r"^unknown key\(s\) \['knd'\] for DecoderConfig in `model\.decoder`; valid keys are \['kind'\]"),
+         r"^unknown key\(s\) \['knd'\] for DecoderConfig in `model\.decoder`; "
+         r"valid keys are \['anchor', 'kind'\]"),
         (ModelConfig, None, {"input_dim": 1, "latent_dim": 0},
          r"^`ModelConfig\.latent_dim` must be a positive integer; got 0\.$"),
     ],

@@ -1,0 +1,356 @@
+"""PhysioNet 2012 on the forecasting protocol of recent work ("P1"), with the baselines beside.
+
+P1 is the protocol of t-PatchGNN (Zhang et al., ICML 2024), also used by GraFITi and Hi-Patch
+(``../shared/notes/protocols.md``). On the project's sets A+B (8,000 stays; the published figures
+use A+B+C):
+
+- split by stay 60 / 20 / 20 train / val / test with a fixed seed (``--split-seed``, 42);
+- per variable (x - min) / (max - min), min and max over the observed values of train + val;
+- forecasting: the model sees every observation with t < 24 h; the targets are every observed
+  (time, variable) with t >= 24 h; error summed per variable over the test stays and divided by
+  that variable's count, then the mean over the variables that have targets;
+- interpolation, on the same test stays: a seeded random half of each stay's time points is
+  hidden (exactly round(n / 2), as ``latent_ode.tasks.interpolation_task`` keeps), the model sees
+  the rest, and each channel's hidden values are scored against linear interpolation of that
+  channel's seen values (constant beyond the first and last seen value).
+
+Baselines: last observation carried forward (LOCF; a channel never seen in the first 24 h takes
+its train+val mean, scaled) and per-channel linear interpolation. The published P1 table
+(t-PatchGNN's Table 1, Hi-Patch and GraFITi as quoted) is printed beside our figures. The test
+stays are used for nothing but these scores.
+
+Writes ``bench/results/physionet_p1.json`` (``--out``): pooled model/LOCF MSE and MAE, per
+variable counts and errors for both tasks, the interpolation summary, the seed, the training
+seconds and the device.
+
+    python bench/physionet_p1.py --train-seconds 900 --seed 0
+    python bench/physionet_p1.py --baselines-only          # the protocol and baselines alone
+    python bench/physionet_p1.py --limit 400 --train-seconds 60   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _results import write_results
+
+from latent_ode import Series
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ARCHIVES = [ROOT.parent / "shared" / "data" / "physionet2012" / f"set-{x}.tar.gz" for x in "ab"]
+CUT_HOURS = 24.0
+
+#: Published P1 figures on PhysioNet (MSE x1e-3, MAE x1e-2); protocols.md.
+PUBLISHED: dict[str, tuple[float, float]] = {
+    "Hi-Patch": (4.86, 3.62),
+    "GraFITi": (4.89, 3.65),
+    "t-PatchGNN": (4.98, 3.72),
+    "GRU-D": (5.59, 4.08),
+    "Warpformer": (5.94, 4.21),
+    "Latent-ODE (t-PatchGNN's adaptation)": (6.05, 4.23),
+    "mTAND": (6.23, 4.51),
+    "Neural Flow": (7.20, 4.67),
+    "CRU": (8.56, 5.16),
+    "PatchTST": (12.00, 6.02),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol: split, scaling, tasks
+
+
+def split_by_stay(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a 60 / 20 / 20 train / val / test split of ``n`` stays (disjoint, seeded)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = round(0.2 * n)
+    n_val = round(0.2 * n)
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """P1's per-variable min-max scaling, fitted on the observed values of train + val."""
+
+    lo: np.ndarray  # (D,)
+    span: np.ndarray  # (D,) max - min; 1 where a variable is constant
+    mean: np.ndarray  # (D,) mean of the observed values, for LOCF of an unseen channel
+
+    @classmethod
+    def fit(cls, series: list[Series]) -> Scaling:
+        values = np.concatenate([s.values for s in series], axis=0)  # (sum T, D)
+        lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+        return cls(lo=lo, span=span, mean=np.nanmean(values, axis=0))
+
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.lo) / self.span
+
+
+@dataclass(frozen=True)
+class Task:
+    """One stay's context and targets: the model sees ``context`` and answers at ``query``."""
+
+    context: Series
+    query: np.ndarray  # (Q,) target times
+    target: np.ndarray  # (Q, D) observed values at the target times, NaN where not observed
+
+
+def forecast_task(s: Series, cut: float = CUT_HOURS) -> Task | None:
+    """Observe t < ``cut``, target every observation at t >= ``cut``; None if either is empty."""
+    seen = s.times < cut
+    if not seen.any() or seen.all():
+        return None
+    return Task(context=Series(times=s.times[seen], values=s.values[seen], id=s.id),
+                query=s.times[~seen], target=s.values[~seen])
+
+
+def interpolation_task(s: Series, rng: np.random.Generator) -> Task | None:
+    """Hide a random half of the stay's time points (exactly ``n - round(n / 2)`` of them)."""
+    n = s.times.size
+    keep = max(1, round(0.5 * n))
+    if keep >= n:
+        return None
+    seen = np.zeros(n, dtype=bool)
+    seen[rng.choice(n, size=keep, replace=False)] = True
+    return Task(context=Series(times=s.times[seen], values=s.values[seen], id=s.id),
+                query=s.times[~seen], target=s.values[~seen])
+
+
+def locf(task: Task, fallback: np.ndarray) -> np.ndarray:
+    """(Q, D) each channel's last value seen in the context (``fallback`` where never seen)."""
+    ctx = task.context.values
+    out = np.broadcast_to(fallback, task.target.shape).copy()
+    for d in range(ctx.shape[1]):
+        seen = np.flatnonzero(~np.isnan(ctx[:, d]))
+        if seen.size:
+            out[:, d] = ctx[seen[-1], d]
+    return out
+
+
+def linear(task: Task, fallback: np.ndarray) -> np.ndarray:
+    """(Q, D) per-channel linear interpolation of the context's seen values (flat outside them)."""
+    ctx, t = task.context.values, task.context.times
+    out = np.broadcast_to(fallback, task.target.shape).copy()
+    for d in range(ctx.shape[1]):
+        seen = ~np.isnan(ctx[:, d])
+        if seen.any():
+            out[:, d] = np.interp(task.query, t[seen], ctx[seen, d])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The metric
+
+
+class PerVariable:
+    """Sums of squared and absolute errors per variable, on the scaled values (P1's metric)."""
+
+    def __init__(self, d: int) -> None:
+        self.sq = np.zeros(d)
+        self.ab = np.zeros(d)
+        self.count = np.zeros(d, dtype=np.int64)
+
+    def add(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """Add (Q, D) scaled predictions against (Q, D) scaled targets (NaN = no target)."""
+        mask = ~np.isnan(target)
+        err = np.where(mask, pred - np.where(mask, target, 0.0), 0.0)
+        self.sq += (err**2).sum(axis=0)
+        self.ab += np.abs(err).sum(axis=0)
+        self.count += mask.sum(axis=0)
+
+    def mse(self) -> np.ndarray:
+        """(D,) per-variable MSE; NaN where a variable has no target."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.sq / np.maximum(self.count, 1), np.nan)
+
+    def mae(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.ab / np.maximum(self.count, 1), np.nan)
+
+    def pooled(self) -> dict[str, float]:
+        """P1's figure: the mean over the variables that have targets of the per-variable error."""
+        return {"mse": float(np.nanmean(self.mse())), "mae": float(np.nanmean(self.mae()))}
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+def train_model(train: list[Series], val: list[Series], channels: list[str], config_path: Path,
+                seconds: float, seed: int, device: str) -> tuple[Any, float]:
+    """Train the pipeline's model on ``train`` (early stopping on ``val``) for ``seconds``."""
+    import tomllib
+
+    from latent_ode import Normaliser
+    from pipelines.config import parse_config
+    from pipelines.steps.ingest import DataSource, IngestResult
+    from pipelines.steps.train import train as train_step
+
+    raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    raw["train"] = {**raw.get("train", {}), "max_time_s": seconds, "seed": seed, "progress": False}
+    cfg = parse_config(raw, source=str(config_path))
+    # The model's normalisation is P1's scaling: min-max over train + val.
+    normaliser = Normaliser.fit(train + val, kind="minmax")
+    data = IngestResult(train=train, val=val, test=[], channels=channels, time_unit="hours",
+                        normaliser=normaliser,
+                        source=DataSource(kind="physionet", uri="P1 split of sets A+B"))
+    start = time.perf_counter()
+    result = train_step(cfg, data, device=device)
+    return result.forecaster, time.perf_counter() - start
+
+
+def predict(forecaster: Any, tasks: list[Task], batch: int, num_samples: int) -> list[np.ndarray]:
+    """(Q, D) predictive means in the user's units for each task, in batches of stays."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(tasks), batch):
+        chunk = tasks[i:i + batch]
+        answers = forecaster.predict([t.context for t in chunk], [t.query for t in chunk],
+                                     num_samples=num_samples, quantiles=())
+        out.extend(a.mean for a in answers)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archives", nargs="+", type=Path, default=DEFAULT_ARCHIVES)
+    p.add_argument("--config", type=Path, default=ROOT / "pipelines" / "configs" / "physionet.toml",
+                   help="pipeline config whose [model], [solver] and [train] build the model")
+    p.add_argument("--train-seconds", type=float, default=900.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0, help="model seed (one seed per run)")
+    p.add_argument("--split-seed", type=int, default=42)
+    p.add_argument("--interp-seed", type=int, default=0, help="seed of the hidden halves")
+    p.add_argument("--limit", type=int, default=None, help="read only this many stays (smoke runs)")
+    p.add_argument("--num-samples", type=int, default=8, help="latent samples per prediction")
+    p.add_argument("--batch", type=int, default=250, help="stays per prediction batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--baselines-only", action="store_true", help="skip the model")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physionet_p1.json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from pipelines.sources.physionet import read_physionet
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(1)
+    table, _ = read_physionet([str(a) for a in args.archives], limit=args.limit)
+    stays, channels = table.series, table.channels
+    tr, va, te = split_by_stay(len(stays), args.split_seed)
+    train, val, test = ([stays[i] for i in idx] for idx in (tr, va, te))
+    scaling = Scaling.fit(train + val)
+    print(f"{len(stays)} stays: {len(train)} train / {len(val)} val / {len(test)} test")
+
+    rng = np.random.default_rng(args.interp_seed)
+    f_tasks = [t for t in (forecast_task(s) for s in test) if t is not None]
+    i_tasks = [t for t in (interpolation_task(s, rng) for s in test) if t is not None]
+
+    d = len(channels)
+    fc = {k: PerVariable(d) for k in ("model", "locf")}
+    ip = {k: PerVariable(d) for k in ("model", "linear")}
+    fallback = scaling.mean
+    for t in f_tasks:
+        fc["locf"].add(scaling.scale(locf(t, fallback)), scaling.scale(t.target))
+    for t in i_tasks:
+        ip["linear"].add(scaling.scale(linear(t, fallback)), scaling.scale(t.target))
+
+    train_seconds = 0.0
+    if not args.baselines_only:
+        forecaster, train_seconds = train_model(train, val, channels, args.config, args.train_seconds,
+                                                args.seed, args.device)
+        for t, mean in zip(f_tasks, predict(forecaster, f_tasks, args.batch, args.num_samples),
+                           strict=True):
+            fc["model"].add(scaling.scale(mean), scaling.scale(t.target))
+        for t, mean in zip(i_tasks, predict(forecaster, i_tasks, args.batch, args.num_samples),
+                           strict=True):
+            ip["model"].add(scaling.scale(mean), scaling.scale(t.target))
+
+    has_model = not args.baselines_only
+    per_variable: dict[str, dict[str, float | int | None]] = {}
+    total = int(fc["locf"].count.sum())
+
+    def num(x: float) -> float | None:
+        return None if not np.isfinite(x) else float(x)
+
+    for j, name in enumerate(channels):
+        per_variable[name] = {
+            "count": int(fc["locf"].count[j]),
+            "share": float(fc["locf"].count[j] / max(total, 1)),
+            "model_mse": num(fc["model"].mse()[j]) if has_model else None,
+            "model_mae": num(fc["model"].mae()[j]) if has_model else None,
+            "locf_mse": num(fc["locf"].mse()[j]),
+            "locf_mae": num(fc["locf"].mae()[j]),
+            "interp_count": int(ip["linear"].count[j]),
+            "interp_model_mse": num(ip["model"].mse()[j]) if has_model else None,
+            "interp_linear_mse": num(ip["linear"].mse()[j]),
+        }
+    summary: dict[str, Any] = {
+        "protocol": "P1 (t-PatchGNN) on PhysioNet 2012 sets A+B; scaled units",
+        "date": time.strftime("%Y-%m-%d"),
+        "stays": {"train": len(train), "val": len(val), "test": len(test),
+                  "forecast_tasks": len(f_tasks), "interp_tasks": len(i_tasks)},
+        "model": fc["model"].pooled() if has_model else None,
+        "locf": fc["locf"].pooled(),
+        "interpolation": {"model_mse": ip["model"].pooled()["mse"] if has_model else None,
+                          "linear_mse": ip["linear"].pooled()["mse"],
+                          "model_mae": ip["model"].pooled()["mae"] if has_model else None,
+                          "linear_mae": ip["linear"].pooled()["mae"]},
+        "per_variable": per_variable,
+        "published": {k: {"mse": v[0] * 1e-3, "mae": v[1] * 1e-2} for k, v in PUBLISHED.items()},
+        "seeds": [args.seed] if has_model else [],
+        "split_seed": args.split_seed,
+        "interp_seed": args.interp_seed,
+        "config": str(args.config),
+        "train_seconds": train_seconds,
+        "device": args.device if args.device != "cpu" else
+        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s))",
+    }
+    _print(summary, channels, has_model)
+    write_results(args.out, summary)
+
+
+def _print(summary: dict[str, Any], channels: list[str], has_model: bool) -> None:
+    print("\nP1 forecasting, per variable (scaled MSE x1e-3), and interpolation on the same test stays")
+    print(f"{'variable':<12}{'share':>7}{'model':>9}{'LOCF':>9}{'ratio':>7}   "
+          f"{'interp':>9}{'linear':>9}{'ratio':>7}")
+    for name in channels:
+        v = summary["per_variable"][name]
+        if v["count"] == 0 and v["interp_count"] == 0:
+            continue
+
+        def f(x: float | None) -> str:
+            return f"{x * 1e3:9.2f}" if x is not None else f"{'-':>9}"
+
+        def r(a: float | None, b: float | None) -> str:
+            return f"{a / b:7.2f}" if a is not None and b else f"{'-':>7}"
+
+        print(f"{name:<12}{v['share'] * 100:6.1f}%{f(v['model_mse'])}{f(v['locf_mse'])}"
+              f"{r(v['model_mse'], v['locf_mse'])}   {f(v['interp_model_mse'])}"
+              f"{f(v['interp_linear_mse'])}{r(v['interp_model_mse'], v['interp_linear_mse'])}")
+    print("\npooled (mean over variables)      MSE x1e-3   MAE x1e-2")
+    if has_model:
+        print(f"  ours (Latent ODE)               {summary['model']['mse'] * 1e3:9.2f}   "
+              f"{summary['model']['mae'] * 1e2:9.2f}")
+    print(f"  LOCF                            {summary['locf']['mse'] * 1e3:9.2f}   "
+          f"{summary['locf']['mae'] * 1e2:9.2f}")
+    for k, (mse, mae) in PUBLISHED.items():
+        label = k[:20] + " (published)"
+        print(f"  {label:<32}{mse:9.2f}   {mae:9.2f}")
+    ip = summary["interpolation"]
+    print(f"\ninterpolation (mean over variables): linear {ip['linear_mse'] * 1e3:.2f}e-3"
+          + (f", model {ip['model_mse'] * 1e3:.2f}e-3" if has_model else ""))
+
+
+if __name__ == "__main__":
+    main()
