@@ -40,10 +40,9 @@ def _say(text: str) -> None:
 
 # --------------------------------------------------------------------------------- handlers
 def _settings_device(args: argparse.Namespace) -> str:
-    from pipelines.config import get_settings
-    from pipelines.steps.train import resolve_device
+    from pipelines.steps.train import training_device
 
-    return resolve_device(args.device or get_settings().device)
+    return training_device(args.device)
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from latent_ode import Series
 from latent_ode.errors import ConfigError
-from pipelines.steps.train import one_torch_thread_unless_set
+from pipelines.steps.train import one_torch_thread_unless_set, training_device
 
 __all__ = [
     "DATA_DIR",
@@ -312,14 +312,6 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
     return parse_config(raw, source=repr(str(config_path))), data_file.resolve()
 
 
-def _resolve_device(device: str | None) -> str:
-    """``--device``, else ``$LATENT_ODE_DEVICE``, as a torch device string (checked before training)."""
-    from pipelines.config import get_settings
-    from pipelines.steps.train import resolve_device
-
-    return resolve_device(device or get_settings().device)
-
-
 def _serve(options: QuickstartOptions, model_uri: str, tracking_uri: str, workdir: Path) -> None:
     """Serve ``model_uri`` from ``tracking_uri`` in this process until Ctrl-C."""
     from service.config import get_settings
@@ -374,7 +366,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
     workdir.mkdir(parents=True, exist_ok=True)
     if options.serve:
         check_port_free(options.host, options.port)
-    device = _resolve_device(options.device)
+    device = training_device(options.device)  # checked before training
     one_torch_thread_unless_set()
 
     with _working_directory(workdir):

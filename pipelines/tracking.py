@@ -25,7 +25,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from formats.model_artifact import FORECASTER_ARTIFACT
 from pipelines.config import flatten_params
+from pipelines.pyfunc import LatentODEPyfunc, model_signature
 
 __all__ = [
     "CONFIG_ARTIFACT",
@@ -249,8 +251,6 @@ class MlflowRegistry:
         Returns:
             The new version number.
         """
-        from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc, model_signature
-
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=LatentODEPyfunc(),

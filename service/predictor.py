@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from formats.times import TIME_UNITS, datetimes_to_float
 from latent_ode import DataError, LatentODEError, Series, ShapeError, SolverConfig, SolverError
-from pipelines.longformat import TIME_UNITS, datetimes_to_float
 from service.errors import InputError, SolverBudgetError
 
 __all__ = [

@@ -89,11 +89,13 @@ def test_physionet_config_follows_the_paper_protocol() -> None:
 @pytest.mark.parametrize(
     ("sections", "match"),
     [
-        ({"dta": {"x": 1}}, r"unknown key `dta`"),
-        ({"data": {"pathh": "x.csv"}}, r"unknown key `data\.pathh`.*section \[data\]"),
-        ({"evaluate": {"n_plots": 3}}, r"unknown key `evaluate\.n_plots`"),
+        ({"dta": {"x": 1}}, r"`dta` is not a known key; remove it"),
+        ({"data": {"pathh": "x.csv"}},
+         r"`data\.pathh` is not a known key; remove it or check its spelling against "
+         r"docs/pipelines\.md"),
+        ({"evaluate": {"n_plots": 3}}, r"`evaluate\.n_plots` is not a known key"),
         ({"data": {"split": {"train": 0.5, "val": 0.2, "test": 0.2, "sed": 1}}},
-         r"unknown key `data\.split\.sed`"),
+         r"`data\.split\.sed` is not a known key"),
         ({"model": {"latent_size": 4}},
          r"`model`: unknown key\(s\) \['latent_size'\] for ModelConfig"),
         ({"train": {"epochs": 4}}, r"`train`: unknown key\(s\) \['epochs'\] for TrainConfig"),
@@ -101,12 +103,12 @@ def test_physionet_config_follows_the_paper_protocol() -> None:
         ({"train": {"batch_size": 0}},
          r"`TrainConfig\.batch_size` must be a positive integer; got 0"),
         ({"data": {"normalisation": "zscore"}},
-         r"`data\.normalisation`: Input should be 'standard', 'minmax' or 'none' \(got 'zscore'\)"),
+         r"`data\.normalisation`: Input should be 'standard', 'minmax' or 'none'; got 'zscore'\."),
         ({"data": {"split": {"train": 0.8, "val": 0.2, "test": 0.2}}},
          r"`data\.split`: train \+ val \+ test must be 1; got 0\.8 \+ 0\.2 \+ 0\.2 = 1\.2"),
         ({"data": {"path": "x.csv"}}, r"give exactly one of `path`.*got path='x\.csv', "
                                       r"dataset='periodic'"),
-        ({"data": {"n_series": -3}}, r"`data\.n_series`: Input should be greater than 0 \(got -3\)"),
+        ({"data": {"n_series": -3}}, r"`data\.n_series`: Input should be greater than 0; got -3\."),
         ({"register": {"model_name": ""}}, r"`register\.model_name`: String should have at least"),
         ({"model": {"solver": {"rtol": 0.1}}}, r"put the solver settings in the \[solver\] section"),
     ],
