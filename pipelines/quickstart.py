@@ -37,7 +37,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from latent_ode import Series
-from latent_ode.errors import ConfigError
+from latent_ode.errors import ConfigError, DataError
+from pipelines.config import PipelineConfig, load_config, parse_config
+from pipelines.longformat import write_long
+from pipelines.steps.ingest import generate_dataset
 from pipelines.steps.train import one_torch_thread_unless_set, training_device
 
 __all__ = [
@@ -200,8 +203,6 @@ def example_request(
     Raises:
         DataError: the series has fewer than two rows with an observed channel.
     """
-    from latent_ode.errors import DataError
-
     times, values = series.times, series.values  # a Series has no all-missing rows
     if len(times) < 2:
         raise DataError(
@@ -284,16 +285,12 @@ def _working_directory(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | None]:
+def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[PipelineConfig, Path | None]:
     """Load the config; for a generated data set, write it to ``data/`` and point the config at it.
 
     Returns:
         The config to run and the data file written (``None`` when the config reads its own data).
     """
-    from pipelines.config import load_config, parse_config
-    from pipelines.longformat import write_long
-    from pipelines.steps.ingest import generate_dataset
-
     cfg = load_config(config_path)
     raw = cfg.to_dict()
     data = cfg.data
@@ -314,6 +311,7 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
 
 def _serve(options: QuickstartOptions, model_uri: str, tracking_uri: str, workdir: Path) -> None:
     """Serve ``model_uri`` from ``tracking_uri`` in this process until Ctrl-C."""
+    # The service's web stack loads only when the quickstart serves (not with --no-serve).
     from service.config import get_settings
     from service.server import run
 
@@ -352,6 +350,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
             an unusable device.
         DataError, SolverError, MlflowException: a pipeline step failed (nothing is registered).
     """
+    # MLflow (seconds to import) loads when a quickstart runs, not when its helpers are imported.
     import mlflow
 
     from pipelines.pipeline import load_data_from_run, run_pipeline
