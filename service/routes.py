@@ -138,10 +138,10 @@ async def predict(body: PredictRequest, state: State) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-JSONValue = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+_JSONValue = dict[str, "_JSONValue"] | list["_JSONValue"] | str | int | float | bool | None
 
 
-def _json_safe(value: object) -> JSONValue:
+def _json_safe(value: object) -> _JSONValue:
     """Metadata as JSON: non-finite floats become null, unknown objects their ``str``."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -157,7 +157,7 @@ def _json_safe(value: object) -> JSONValue:
 _METRICS_SECTION = "metrics"
 
 
-def _model_metrics(metadata: dict[str, JSONValue]) -> dict[str, float]:
+def _model_metrics(metadata: dict[str, _JSONValue]) -> dict[str, float]:
     """The model's metrics: the finite numbers of its metadata's ``metrics`` section, keyed by
     dotted path (``metrics.val_mse``).
 
