@@ -47,8 +47,9 @@ def register_model(workdir: Path) -> tuple[str, str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from formats.model_artifact import FORECASTER_ARTIFACT
     from latent_ode import Forecaster, ModelConfig, Normaliser
-    from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc
+    from pipelines.pyfunc import LatentODEPyfunc
     from pipelines.sources.periodic import periodic
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"

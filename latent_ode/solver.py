@@ -11,7 +11,8 @@ Two paths, chosen with :class:`~latent_ode.config.SolverConfig`:
   memory is flat in the number of solver steps. It needs a time grid shared by the batch, so the
   per-series times are merged into their union and gathered back.
 
-Why these two (figures measured on this kind of machine, ``docs/solvers.md``): torchode is the
+Why these two (figures measured on this kind of machine: docs/library.md, "Two solver packages,
+one wrapper"): torchode is the
 only package with per-series times and was fastest forward and through-the-solver; its own
 backsolve adjoint was 15x slower and used 11.7 GB where torchdiffeq's adjoint stayed at 58 MB.
 

@@ -23,7 +23,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
+    from pipelines.steps.ingest import IngestResult
+    from pipelines.steps.register import RegisterResult
 
 __all__ = ["EXIT_USAGE", "build_parser", "main"]
 
@@ -39,11 +44,14 @@ def _say(text: str) -> None:
 
 
 # --------------------------------------------------------------------------------- handlers
+# Each handler imports what its command needs inside the function, on purpose: this module loads
+# only the standard library, so `latent-ode --help` and argument errors answer at once, and
+# torch, MLflow and the service's web stack load only for the commands that use them. (None of
+# these imports dodges a cycle: the layers below never import this module.)
 def _settings_device(args: argparse.Namespace) -> str:
-    from pipelines.config import get_settings
-    from pipelines.steps.train import resolve_device
+    from pipelines.steps.train import training_device
 
-    return resolve_device(args.device or get_settings().device)
+    return training_device(args.device)
 
 
 def _source_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def _single_process(command: str) -> None:
         )
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace) -> PipelineConfig:
     from pipelines import tracking
     from pipelines.config import load_config
 
@@ -125,7 +133,9 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
          f"{len(data.test)} test series" + (f"; split written to {args.out}" if args.out else ""))
 
 
-def _data_for(args: argparse.Namespace, *, default_run: str | None = None) -> tuple[Any, str | None]:
+def _data_for(
+    args: argparse.Namespace, *, default_run: str | None = None
+) -> tuple[IngestResult, str | None]:
     from latent_ode.errors import ConfigError
     from pipelines.pipeline import load_data_from_run
     from pipelines.steps.ingest import load_split
@@ -202,7 +212,7 @@ def _cmd_register(args: argparse.Namespace) -> None:
     _say(_register_summary(st.value))
 
 
-def _register_summary(r: Any) -> str:
+def _register_summary(r: RegisterResult) -> str:
     what = "promoted to" if r.promoted else "NOT promoted to"
     return f"registered {r.model_name} version {r.version}, {what} champion: {r.reason}"
 
@@ -225,7 +235,7 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from service.server import run  # lazily: the service's dependencies load only here
+    from service.server import run  # the service's dependencies load only for this command
 
     run(host=args.host, port=args.port)
 

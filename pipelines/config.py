@@ -38,6 +38,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from formats.params import flatten
+from formats.validation_errors import format_validation_errors
 from latent_ode.config import (
     DecoderConfig,
     DynamicsConfig,
@@ -49,6 +51,7 @@ from latent_ode.config import (
     config_to_dict,
     nest_flat_model_keys,
 )
+from latent_ode.device import DEVICE_PATTERN
 from latent_ode.errors import ConfigError
 from pipelines.sources import SOURCES, get_source
 
@@ -293,7 +296,7 @@ class PipelineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LATENT_ODE_", extra="ignore")
 
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN.pattern)
 
 
 @lru_cache(maxsize=1)
@@ -303,23 +306,11 @@ def get_settings() -> PipelineSettings:
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            section = ".".join(str(p) for p in err["loc"][:-1])
-            lines.append(
-                f"unknown key `{loc}`; remove it or check the spelling against docs/pipelines.md"
-                + (f" (section [{section}])" if section else "")
-            )
-        elif err["type"] == "missing":
-            lines.append(f"missing key `{loc}`; add it")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            where = f"`{loc}`: " if loc else ""
-            got = f" (got {err['input']!r})" if loc and not isinstance(err["input"], dict) else ""
-            lines.append(f"{where}{msg}{got}")
-    return f"invalid pipeline config {source}: " + "; ".join(lines)
+    detail = format_validation_errors(
+        exc.errors(), noun="key", unknown_hint=" or check its spelling against docs/pipelines.md",
+        limit=None,
+    )
+    return f"invalid pipeline config {source}: {detail}"
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "<dict>") -> PipelineConfig:
@@ -377,20 +368,14 @@ def _decode_value(text: str) -> Any:
         return text
 
 
-def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_params(config: dict[str, Any]) -> dict[str, str]:
     """Flatten a nested config dict into MLflow params: ``{"data.split.seed": "0", ...}``.
 
-    Lists, ``None`` and empty dicts are JSON-encoded leaves; strings are kept as they are unless
-    they would read back as another JSON type.
+    The keys are :func:`formats.params.flatten`'s. Lists, ``None`` and empty dicts are
+    JSON-encoded leaves; strings are kept as they are unless they would read back as another
+    JSON type.
     """
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_params(value, prefix=f"{name}."))
-        else:
-            out[name] = _encode_value(value)
-    return out
+    return {name: _encode_value(value) for name, value in flatten(config).items()}
 
 
 def unflatten_params(params: dict[str, str]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ File layout (CSV or Parquet, chosen by the file extension)::
 - ``series_id`` is read as text (``007`` stays ``007``).
 - ``time`` holds numbers, already in the table's time unit, or ISO-8601 datetimes, which are
   converted to float time units since the Unix epoch, UTC (a datetime without an offset is
-  read as UTC); :func:`datetimes_to_float` is the one place that does this conversion.
+  read as UTC); :func:`formats.times.datetimes_to_float` (re-exported here) is the one place
+  that does this conversion.
 - Every other column is a channel. An empty cell (or ``NaN``/``NA``/``null`` in a CSV, a null in
   Parquet) means "not observed".
 - Rows must be sorted by time within each series; the rows of different series may interleave.
@@ -23,15 +24,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from formats.times import TIME_UNITS, TimeUnit, check_time_unit, datetimes_to_float
 from latent_ode.data import Series
-from latent_ode.errors import ConfigError, DataError
+from latent_ode.errors import DataError
 
 __all__ = [
     "SERIES_ID",
@@ -50,21 +51,11 @@ logger = logging.getLogger(__name__)
 SERIES_ID = "series_id"
 TIME = "time"
 
-TimeUnit = Literal["seconds", "minutes", "hours", "days"]
-TIME_UNITS: tuple[str, ...] = get_args(TimeUnit)
-_SECONDS_PER_UNIT = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 
 # Cell texts a CSV channel column treats as "not observed" (besides the empty cell).
 _CSV_MISSING = ["", "NaN", "nan", "NA", "N/A", "null", "NULL", "None"]
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def _check_time_unit(time_unit: str) -> None:
-    if time_unit not in _SECONDS_PER_UNIT:
-        raise ConfigError(
-            f"`time_unit` must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}."
-        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +78,7 @@ class SeriesTable:
     time_unit: str
 
     def __post_init__(self) -> None:
-        _check_time_unit(self.time_unit)
+        check_time_unit(self.time_unit)
         channels = [str(c) for c in self.channels]
         object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "series", list(self.series))
@@ -127,44 +118,6 @@ class SeriesTable:
 
     def __len__(self) -> int:
         return len(self.series)
-
-
-def datetimes_to_float(values: Sequence[object] | np.ndarray | pd.Series, unit: str) -> np.ndarray:
-    """Convert datetimes to float ``unit`` since the Unix epoch (1970-01-01T00:00:00Z).
-
-    This is the project-wide convention for ISO-8601 times: the pipelines and the service both
-    call this function. A datetime without a UTC offset is taken to be UTC; one with an offset is
-    converted to UTC.
-
-    Args:
-        values: (N,) ISO-8601 strings, ``datetime``/``pd.Timestamp`` objects or ``datetime64``.
-        unit: seconds, minutes, hours or days.
-
-    Returns:
-        (N,) float64 times in ``unit`` since the epoch.
-
-    Raises:
-        ConfigError: ``unit`` is not a known unit.
-        DataError: a value is missing or is not an ISO-8601 datetime (the message gives its index).
-    """
-    _check_time_unit(unit)
-    raw = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
-    raw = raw.reset_index(drop=True)
-    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
-        parsed = pd.to_datetime(raw, utc=True)
-    else:
-        parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(
-            f"time at index {i} must be an ISO-8601 datetime such as '2024-05-01T13:45:00Z'; "
-            f"got {raw.iloc[i]!r}."
-        )
-    ns = parsed.dt.as_unit("ns").astype("int64").to_numpy()
-    # Whole seconds and the nanosecond rest separately: float64 cannot hold ~1.7e18 ns exactly.
-    seconds = (ns // 1_000_000_000).astype(np.float64) + (ns % 1_000_000_000) / 1e9
-    return seconds / _SECONDS_PER_UNIT[unit]
 
 
 class _Locator:
@@ -349,7 +302,7 @@ def read_long(
             observed value. The message names the file, the line (CSV, 1 = header) or 0-based
             row index (Parquet) and the column.
     """
-    _check_time_unit(time_unit)
+    check_time_unit(time_unit)
     path = Path(path)
     kind = _file_kind(path)
     frame = _read_frame(path, kind)

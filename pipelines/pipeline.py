@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import mlflow
 from mlflow.entities import Run, RunStatus
 
+from formats.model_artifact import FORECASTER_ARTIFACT
 from latent_ode import Forecaster
 from pipelines import tracking
 from pipelines.config import PipelineConfig
@@ -60,7 +61,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_ARTIFACT = "data"
-FORECASTER_ARTIFACT = "forecaster"
 CHECKPOINT_ARTIFACT = "checkpoints"
 PLOTS_ARTIFACT = "plots"
 _FINISHED = RunStatus.to_string(RunStatus.FINISHED)

@@ -1,7 +1,8 @@
 """The MLflow pyfunc flavour of a trained forecaster.
 
 The logged model carries the directory written by :meth:`latent_ode.Forecaster.save`
-(``config.json`` + ``weights.safetensors``) as the artifact ``forecaster``; loading reads it with
+(``config.json`` + ``weights.safetensors``) as the artifact ``forecaster`` (the layout is
+:mod:`formats.model_artifact`'s, which the service reads too); loading reads it with
 :meth:`latent_ode.Forecaster.load`, which is strict and never unpickles objects. MLflow itself
 still pickles this small wrapper class (it holds no state), which is the pyfunc contract.
 
@@ -13,48 +14,40 @@ boolean ``query`` column. Rows with ``query`` False are observations (NaN = not 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModelContext
+from mlflow.types import ParamSchema, ParamSpec
 
-FORECASTER_ARTIFACT = "forecaster"
+from formats.model_artifact import FORECASTER_ARTIFACT
+from latent_ode import Forecaster, Series, raise_on_failure
+
+__all__ = ["LatentODEPyfunc", "model_signature"]
 
 
-def model_signature() -> Any:
+def model_signature() -> ModelSignature:
     """The pyfunc signature: the inference params ``num_samples`` and ``seed`` with defaults.
 
     The input frame's columns depend on the model's channels and its types on the caller (ids
     may be numbers or text), so only the params are declared; without them MLflow would drop
     ``params`` passed to ``predict``.
     """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec
-
     return ModelSignature(inputs=None, params=ParamSchema([
         ParamSpec("num_samples", "long", 32),
         ParamSpec("seed", "long", 0),
     ]))
 
 
-def forecaster_dir(model_dir: str | Path) -> Path:
-    """The forecaster directory inside a downloaded pyfunc model directory."""
-    return Path(model_dir) / "artifacts" / FORECASTER_ARTIFACT
-
-
 class LatentODEPyfunc(mlflow.pyfunc.PythonModel):
     """Stateless pyfunc wrapper; the forecaster is loaded in :meth:`load_context`."""
 
-    def load_context(self, context: Any) -> None:
-        from latent_ode import Forecaster
-
+    def load_context(self, context: PythonModelContext) -> None:
         self.forecaster = Forecaster.load(context.artifacts[FORECASTER_ARTIFACT])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from latent_ode import Series, raise_on_failure
-
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
+                params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         fc = self.forecaster
         channels = list(fc.channels)

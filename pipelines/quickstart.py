@@ -37,8 +37,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from latent_ode import Series
-from latent_ode.errors import ConfigError
-from pipelines.steps.train import one_torch_thread_unless_set
+from latent_ode.errors import ConfigError, DataError
+from pipelines.config import PipelineConfig, load_config, parse_config
+from pipelines.longformat import write_long
+from pipelines.sources import get_source
+from pipelines.steps.train import one_torch_thread_unless_set, training_device
 
 __all__ = [
     "DATA_DIR",
@@ -199,8 +202,6 @@ def example_request(
     Raises:
         DataError: the series has fewer than two rows with an observed channel.
     """
-    from latent_ode.errors import DataError
-
     times, values = series.times, series.values  # a Series has no all-missing rows
     if len(times) < 2:
         raise DataError(
@@ -283,16 +284,12 @@ def _working_directory(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | None]:
+def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[PipelineConfig, Path | None]:
     """Load the config; for a generated data set, write it to ``data/`` and point the config at it.
 
     Returns:
         The config to run and the data file written (``None`` when the config reads its own data).
     """
-    from pipelines.config import load_config, parse_config
-    from pipelines.longformat import write_long
-    from pipelines.sources import get_source
-
     cfg = load_config(config_path)
     raw = cfg.to_dict()
     data = cfg.data
@@ -314,16 +311,9 @@ def _prepare_config(config_path: Path, invoked_from: Path) -> tuple[Any, Path | 
     return parse_config(raw, source=repr(str(config_path))), data_file.resolve()
 
 
-def _resolve_device(device: str | None) -> str:
-    """``--device``, else ``$LATENT_ODE_DEVICE``, as a torch device string (checked before training)."""
-    from pipelines.config import get_settings
-    from pipelines.steps.train import resolve_device
-
-    return resolve_device(device or get_settings().device)
-
-
 def _serve(options: QuickstartOptions, model_uri: str, tracking_uri: str, workdir: Path) -> None:
     """Serve ``model_uri`` from ``tracking_uri`` in this process until Ctrl-C."""
+    # The service's web stack loads only when the quickstart serves (not with --no-serve).
     from service.config import get_settings
     from service.server import run
 
@@ -362,6 +352,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
             an unusable device.
         DataError, SolverError, MlflowException: a pipeline step failed (nothing is registered).
     """
+    # MLflow (seconds to import) loads when a quickstart runs, not when its helpers are imported.
     import mlflow
 
     from pipelines.pipeline import load_data_from_run, run_pipeline
@@ -376,7 +367,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
     workdir.mkdir(parents=True, exist_ok=True)
     if options.serve:
         check_port_free(options.host, options.port)
-    device = _resolve_device(options.device)
+    device = training_device(options.device)  # checked before training
     one_torch_thread_unless_set()
 
     with _working_directory(workdir):

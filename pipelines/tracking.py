@@ -14,18 +14,27 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from formats.model_artifact import FORECASTER_ARTIFACT
 from pipelines.config import flatten_params
+from pipelines.pyfunc import LatentODEPyfunc, model_signature
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.data.dataset_source import DatasetSource
+
+    from latent_ode import TrainEvent
+    from pipelines.steps.ingest import DataSource
 
 __all__ = [
     "CONFIG_ARTIFACT",
@@ -148,10 +157,10 @@ class MetricsLogger:
         on_epoch: called after each epoch event (e.g. to upload the latest checkpoint).
     """
 
-    def __init__(self, on_epoch: Any = None) -> None:
+    def __init__(self, on_epoch: Callable[[TrainEvent], None] | None = None) -> None:
         self._on_epoch = on_epoch
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: TrainEvent) -> None:
         metrics = {k: float(v) for k, v in event.metrics.items()}
         if event.kind == "epoch":
             metrics["epoch"] = float(event.epoch)
@@ -160,7 +169,7 @@ class MetricsLogger:
             self._on_epoch(event)
 
 
-def log_split_inputs(frames: dict[str, Any], source: Any, *, name: str) -> None:
+def log_split_inputs(frames: dict[str, pd.DataFrame], source: DataSource, *, name: str) -> None:
     """Log each split's long-format frame as a dataset input of the active run.
 
     Args:
@@ -173,7 +182,7 @@ def log_split_inputs(frames: dict[str, Any], source: Any, *, name: str) -> None:
 
     for split, frame in frames.items():
         if source.kind == "file":
-            src: Any = source.uri
+            src: str | DatasetSource = source.uri
         else:
             src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
         dataset = mlflow.data.from_pandas(frame, source=src, name=f"{name}-{split}")
@@ -249,8 +258,6 @@ class MlflowRegistry:
         Returns:
             The new version number.
         """
-        from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc, model_signature
-
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=LatentODEPyfunc(),

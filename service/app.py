@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import anyio
 from fastapi import FastAPI
@@ -25,23 +24,13 @@ from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelStore
-from service.predictor import Job, Limits, run_jobs
+from service.predictor import Job, run_jobs
+from service.routes import router
+from service.state import ServiceState
 
-__all__ = ["ServiceState", "create_app"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ServiceState:
-    """What the routes need, held in ``app.state.service``."""
-
-    settings: Settings
-    store: ModelStore
-    batcher: MicroBatcher
-    metrics: ServiceMetrics
-    limits: Limits
-    reload_lock: asyncio.Lock
 
 
 def _solver_for(forecaster: Forecaster, settings: Settings) -> SolverConfig:
@@ -84,8 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Args:
         settings: defaults to :func:`service.config.get_settings` (the environment).
     """
-    from service.routes import router
-
     settings = settings or get_settings()
     metrics = ServiceMetrics()
     batcher = MicroBatcher(

@@ -8,16 +8,15 @@ cache with ``get_settings.cache_clear()``). MLflow reads ``MLFLOW_TRACKING_URI``
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "resolve_device"]
+from latent_ode.device import DEVICE_CHOICES, DEVICE_PATTERN
 
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+__all__ = ["Settings", "get_settings"]
 
 
 def _default_cache_dir() -> Path:
@@ -110,10 +109,8 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        if not _DEVICE_PATTERN.match(value):
-            raise ValueError(
-                f"LATENT_ODE_DEVICE must be auto, cpu, cuda or cuda:N; got {value!r}."
-            )
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"LATENT_ODE_DEVICE must be {DEVICE_CHOICES}; got {value!r}.")
         return value
 
     @field_validator("admin_key")
@@ -138,11 +135,3 @@ def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
 
-
-def resolve_device(setting: str) -> str:
-    """Turn the ``device`` setting into a torch device string (``auto`` → ``cuda`` or ``cpu``)."""
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

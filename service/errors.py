@@ -8,10 +8,8 @@ library's own :mod:`latent_ode.errors`); :func:`install_error_handlers` turns ea
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from formats.validation_errors import format_validation_errors
 from latent_ode.errors import ConfigError, DataError, ShapeError, SolverError
 
 __all__ = [
@@ -115,51 +114,6 @@ def status_for(exc: BaseException) -> int:
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error body every handler answers with."""
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def _format_loc(loc: Sequence[Any]) -> str:
-    """``("body", "series", 0, "times", 2)`` → ``series[0].times[2]``."""
-    out = ""
-    for part in loc:
-        if part == "body" and not out:
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "body"
-
-
-def _shorten(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def format_validation_errors(errors: Sequence[dict[str, Any]], *, limit: int = 5) -> str:
-    """One readable sentence per pydantic error: where, what is wrong, what was sent."""
-    parts: list[str] = []
-    for err in errors[:limit]:
-        kind = err.get("type", "")
-        loc = _format_loc(err.get("loc", ()))
-        if kind == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
-            parts.append(
-                f"the request body is not valid JSON ({reason} at character {err['loc'][-1]}); "
-                "send a JSON object like the example in the OpenAPI docs (/docs)"
-            )
-            continue
-        msg = str(err.get("msg", "invalid value"))
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if kind == "missing":
-            parts.append(f"`{loc}` is required but missing")
-        elif kind == "extra_forbidden":
-            parts.append(f"`{loc}` is not a known field; remove it")
-        else:
-            parts.append(f"`{loc}`: {msg.rstrip('.')}; got {_shorten(err.get('input'))}")
-    more = len(errors) - limit
-    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more > 0 else ""
-    return "; ".join(parts) + tail + "."
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -3,12 +3,16 @@
 Loading follows docs/contracts.md: resolve ``models:/NAME@ALIAS`` with
 ``MlflowClient().get_model_version_by_alias`` (to know the version), download
 ``models:/NAME/VERSION`` into the cache directory, then
-``Forecaster.load(pipelines.pyfunc.forecaster_dir(download))``.
+``Forecaster.load(formats.model_artifact.forecaster_path(download))``.
 
 Cache layout (``LATENT_ODE_MODEL_CACHE_DIR``)::
 
-    <name>/versions/<version>/model/  one downloaded pyfunc model directory per version
-    <name>/last.json                  the version last loaded from the registry
+    <name>/versions/<store-key>/<version>/model/      one downloaded pyfunc model directory
+    <name>/versions/<store-key>/<version>/.complete   written last: the download is whole
+    <name>/last.json                                  the version last loaded (and its path)
+
+``<store-key>`` is ``store-`` and 12 hex digits of the tracking URI's SHA-256, so that two
+tracking stores' "version 1" never share an entry.
 
 A registry version's artifacts never change, so a version already in the cache is not
 downloaded again. When the registry cannot be used at start-up, the store loads the version named
@@ -29,14 +33,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from service.config import Settings, resolve_device
+from formats.model_artifact import forecaster_path
+from latent_ode import Forecaster
+from latent_ode.device import resolve_device
+from service.config import Settings
 from service.errors import (
     ModelNotReadyError,
     ModelVersionNotFoundError,
     RegistryUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = ["LoadedModel", "ModelRef", "ModelStore", "parse_model_uri"]
 
@@ -73,33 +83,13 @@ def parse_model_uri(uri: str) -> ModelRef:
 class LoadedModel:
     """A forecaster ready to serve, with where it came from."""
 
-    forecaster: Any  # latent_ode.Forecaster; typed loosely so importing this module stays cheap
+    forecaster: Forecaster
     name: str
     version: str
     uri: str
     source: Literal["registry", "cache"]
     path: Path
     device: str
-
-
-def _forecaster_path(model_root: Path) -> Path:
-    """The forecaster directory inside a downloaded pyfunc model.
-
-    MLflow copies an artifact under the *basename of its source directory*, not under its key, so
-    ``artifacts/forecaster/`` (:func:`pipelines.pyfunc.forecaster_dir`) only holds when the
-    directory logged was named ``forecaster``. The MLmodel file records the real path; use it
-    when present.
-    """
-    from mlflow.models import Model
-
-    from pipelines.pyfunc import FORECASTER_ARTIFACT, forecaster_dir
-
-    try:
-        flavor = Model.load(str(model_root / "MLmodel")).flavors.get("python_function", {})
-        relative = flavor["artifacts"][FORECASTER_ARTIFACT]["path"]
-    except (OSError, KeyError, TypeError):
-        return forecaster_dir(model_root)
-    return model_root / relative
 
 
 class ModelStore:
@@ -240,7 +230,7 @@ class ModelStore:
         self._write_pointer(name, resolved)
         return model
 
-    def _download(self, client: Any, name: str, version: str, tracking_uri: str) -> Path:
+    def _download(self, client: MlflowClient, name: str, version: str, tracking_uri: str) -> Path:
         """Download a version's model directory into the cache (once) and return its path.
 
         ``download_artifacts("models:/...")`` would resolve the name with MLflow's global registry
@@ -297,10 +287,8 @@ class ModelStore:
     def _load_forecaster(
         self, name: str, version: str, path: Path, *, source: Literal["registry", "cache"]
     ) -> LoadedModel:
-        from latent_ode import Forecaster
-
-        device = resolve_device(self._settings.device)
-        forecaster = Forecaster.load(_forecaster_path(path / "model"), device=device)
+        device = str(resolve_device(self._settings.device))
+        forecaster = Forecaster.load(forecaster_path(path / "model"), device=device)
         return LoadedModel(
             forecaster=forecaster,
             name=name,

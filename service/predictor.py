@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from formats.times import TIME_UNITS, datetimes_to_float
 from latent_ode import (
     DataError,
     Forecast,
@@ -28,7 +29,6 @@ from latent_ode import (
     SolverError,
     raise_on_failure,
 )
-from pipelines.longformat import TIME_UNITS, datetimes_to_float
 from service.errors import InputError, SolverBudgetError
 
 if TYPE_CHECKING:

@@ -8,12 +8,12 @@ import math
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Request, Security
+from fastapi import APIRouter, Body, Depends, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.app import ServiceState
+from formats.params import flatten
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
 from service.predictor import Job, PreparedSeries, prepare_series, resolve_sampling
@@ -29,6 +29,7 @@ from service.schemas import (
     SeriesOut,
     ServedModel,
 )
+from service.state import State
 
 __all__ = ["router"]
 
@@ -52,15 +53,6 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     422: _err("Invalid input or the solver's step budget was exceeded; `detail` says which."),
     503: _err("No model is loaded yet."),
 }
-
-
-async def get_state(request: Request) -> ServiceState:
-    """The service state of the app handling this request (async: a sync dependency would be
-    run in a thread pool on every request)."""
-    return request.app.state.service
-
-
-State = Annotated[ServiceState, Depends(get_state)]
 
 
 @router.post(
@@ -110,7 +102,10 @@ async def predict(body: PredictRequest, state: State) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def _json_safe(value: Any) -> Any:
+_JSONValue = dict[str, "_JSONValue"] | list["_JSONValue"] | str | int | float | bool | None
+
+
+def _json_safe(value: object) -> _JSONValue:
     """Metadata as JSON: non-finite floats become null, unknown objects their ``str``."""
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -123,21 +118,31 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _numeric_leaves(value: Any, prefix: str = "") -> dict[str, float]:
-    """Finite numbers in nested metadata, keyed by dotted path (``metrics.val_mse``)."""
-    out: dict[str, float] = {}
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out.update(_numeric_leaves(v, f"{prefix}{k}."))
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value):
-            out[prefix.rstrip(".")] = float(value)
-    return out
+_METRICS_SECTION = "metrics"
+
+
+def _model_metrics(metadata: dict[str, _JSONValue]) -> dict[str, float]:
+    """The model's metrics: the finite numbers of its metadata's ``metrics`` section, keyed by
+    dotted path (``metrics.val_mse``).
+
+    Only that section: the library's training record (``metadata["training"]``) holds the same
+    validation values, which the pipelines copy into ``metrics``; listing both named every metric
+    twice. The whole record stays in the response's ``metadata``.
+    """
+    section = metadata.get(_METRICS_SECTION)
+    if not isinstance(section, dict):
+        return {}
+    leaves = flatten(section, prefix=f"{_METRICS_SECTION}.")
+    return {
+        key: float(value) for key, value in leaves.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def _model_response(model: LoadedModel) -> ModelResponse:
     fc = model.forecaster
     metadata = _json_safe(dict(fc.metadata))
+    assert isinstance(metadata, dict)  # a dict stays a dict
     return ModelResponse(
         name=model.name,
         version=model.version,
@@ -146,7 +151,7 @@ def _model_response(model: LoadedModel) -> ModelResponse:
         channels=list(fc.channels),
         time_unit=fc.time_unit,
         device=model.device,
-        metrics=_numeric_leaves(metadata),
+        metrics=_model_metrics(metadata),
         metadata=metadata,
     )
 

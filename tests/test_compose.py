@@ -699,6 +699,7 @@ def test_dockerignore_keeps_what_the_image_needs(services: dict[str, dict[str, A
         "pyproject.toml",
         "constraints.txt",
         "latent_ode/__init__.py",
+        "formats/__init__.py",
         "pipelines/__init__.py",
         "service/__init__.py",
         pyproject.get("readme", "README.md"),

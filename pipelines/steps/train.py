@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from latent_ode import Forecaster, fit
+from latent_ode.device import resolve_device
 from latent_ode.errors import ConfigError
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, get_settings
 from pipelines.steps.ingest import IngestResult
 
 __all__ = [
     "TrainStepResult",
     "broadcast_from_rank0",
     "process_group",
-    "resolve_device",
+    "training_device",
     "summary_metrics",
     "train",
     "world_size",
@@ -33,32 +34,25 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(spec: str) -> str:
-    """Turn a device setting into a torch device string.
+def training_device(override: str | None = None) -> str:
+    """The torch device this training process uses, as a device string.
 
     Args:
-        spec: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under
-            ``torchrun`` with ``auto``/``cuda``, each process takes ``cuda:LOCAL_RANK``.
+        override: the command line's ``--device``; ``None`` takes ``LATENT_ODE_DEVICE`` (see
+            :class:`pipelines.config.PipelineSettings`), whose default is ``auto``.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set), ``auto`` and ``cuda`` take ``cuda:LOCAL_RANK``: one
+    GPU per process.
 
     Raises:
-        ConfigError: CUDA asked for but not available, or an unknown spec.
+        ConfigError: CUDA asked for but not available, or an unknown setting.
     """
-    import torch
-
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {spec!r} asked for, but CUDA is not available here; use --device cpu "
-                "or auto."
-            )
-        if spec == "cuda" and "LOCAL_RANK" in os.environ:
-            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        return spec
-    raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {spec!r}.")
+    local_rank = os.environ.get("LOCAL_RANK")
+    device = resolve_device(
+        override or get_settings().device,
+        local_rank=int(local_rank) if local_rank is not None else None,
+    )
+    return str(device)
 
 
 def world_size() -> int:
@@ -140,7 +134,7 @@ def train(
     Args:
         cfg: the pipeline config.
         data: the ingested split (the normaliser is fitted on its train part).
-        device: a torch device string (see :func:`resolve_device`).
+        device: a torch device string (see :func:`training_device`).
         callbacks: called with each ``TrainEvent``.
         checkpoint_dir: where resumable checkpoints are written.
         resume: continue from the last checkpoint in ``checkpoint_dir``.

@@ -76,7 +76,7 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: invalid pipeline config ")
-    assert "unknown key `data.normalization`" in err
+    assert "`data.normalization` is not a known key" in err
 
 
 # The four ways a data file goes wrong: missing column, text in a numeric column, unsorted times,

@@ -15,7 +15,7 @@ from latent_ode.errors import ConfigError, DataError
 from pipelines.config import parse_config
 from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
 from pipelines.steps.ingest import split_by_series
-from pipelines.steps.train import resolve_device, summary_metrics, world_size
+from pipelines.steps.train import summary_metrics, training_device, world_size
 from tests.pipelines.test_config import tiny_config
 
 
@@ -110,16 +110,24 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
         assert (tmp_path / name).stat().st_size > 1000
 
 
-def test_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_device_takes_the_flag_else_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ConfigError, match=r"device must be auto, cpu, cuda or cuda:N; got 'tpu'"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"device 'cuda' asked for, but CUDA is not available"):
-            resolve_device("cuda")
+    from pipelines.config import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("LATENT_ODE_DEVICE", "cpu")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's; never moves a CPU process
+    try:
+        assert training_device(None) == "cpu"
+        assert training_device("auto") == ("cuda:1" if torch.cuda.is_available() else "cpu")
+        with pytest.raises(ConfigError, match=r"device must be auto, cpu, cuda or cuda:N; got 'tpu'"):
+            training_device("tpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match=r"device 'cuda' asked for, but CUDA is not available"):
+                training_device("cuda")
+    finally:
+        get_settings.cache_clear()
 
 
 def test_world_size_comes_from_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,8 @@ def register_version(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.pyfunc import FORECASTER_ARTIFACT, LatentODEPyfunc
+    from formats.model_artifact import FORECASTER_ARTIFACT
+    from pipelines.pyfunc import LatentODEPyfunc
 
     directory = workdir / f"saved-{next(_counter)}" / FORECASTER_ARTIFACT
     forecaster.save(directory)

@@ -35,6 +35,31 @@ def test_model_reports_name_version_channels_unit_and_metrics(client: TestClient
     assert body["metadata"] == {"metrics": {"val_mse": 0.25}}
 
 
+def test_model_lists_each_metric_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline-trained model's metadata holds its validation metrics twice: in the library's
+    training record and in the pipeline's ``metrics``; ``metrics`` lists each value once."""
+    import dataclasses
+
+    metadata = {
+        "source": "file:///data.csv",
+        "training": {"best_metric": 0.3, "val_metric": "val_loss", "best_step": 40, "steps": 50,
+                     "stopped": "max_steps", "val_loss": 0.3, "val_mse": 0.25},
+        "metrics": {"val_loss": 0.3, "val_mse": 0.25, "val_extrap_mse": float("nan")},
+    }
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    served = dataclasses.replace(store.require(), forecaster=make_forecaster(metadata=metadata))
+    monkeypatch.setattr(store, "_current", served)
+    body = client.get("/v1/model").json()
+    assert body["metrics"] == {"metrics.val_loss": 0.3, "metrics.val_mse": 0.25}
+    names = [key.rsplit(".", 1)[-1] for key in body["metrics"]]
+    assert len(names) == len(set(names)), body["metrics"]
+    # The full record stays available (non-finite numbers as null).
+    assert body["metadata"]["training"]["steps"] == 50
+    assert body["metadata"]["metrics"]["val_extrap_mse"] is None
+
+
 def test_metrics_count_requests_batches_and_nfe(client: TestClient) -> None:
     assert client.post("/v1/predict", json={"series": [OK, OK]}).status_code == 200
     assert client.post("/v1/predict", json={"series": []}).status_code == 422
