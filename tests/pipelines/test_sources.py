@@ -125,14 +125,14 @@ def test_config_accepts_exactly_the_registered_names() -> None:
         cfg = parse_config(tiny_config(data={"dataset": name, "options": {}}))
         assert cfg.data.dataset == name
     with pytest.raises(ConfigError, match=r"`data\.dataset`: unknown data source; choose one of "
-                                          + ", ".join(SOURCES) + r" \(got 'nope'\)"):
+                                          + ", ".join(SOURCES) + r"; got 'nope'\."):
         parse_config(tiny_config(data={"dataset": "nope", "options": {}}))
 
 
 def test_config_checks_the_options_of_the_chosen_source() -> None:
     # The tiny config's periodic options, under another source.
     with pytest.raises(ConfigError, match=r"`data`: bad `data\.options` for hopper \{'n_times': "
-                                          r"30\}: unknown option `n_times`; hopper takes n_steps\."):
+                                          r"30\}: unknown option `n_times`; hopper takes n_steps;"):
         parse_config(tiny_config(data={"dataset": "hopper"}))
     with pytest.raises(ConfigError, match=r"`limit` only applies to dataset = 'physionet'; got "
                                           r"dataset='periodic'"):
