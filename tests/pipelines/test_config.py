@@ -177,7 +177,12 @@ def test_configs_with_flat_model_keys_load_as_the_nested_ones(name: str) -> None
     legacy_text = (LEGACY / f"{name}.toml").read_text()
     assert "encoder_hidden" in legacy_text and "[model.encoder]" not in legacy_text
     legacy = load_config(LEGACY / f"{name}.toml")
-    assert legacy == load_config(CONFIGS / f"{name}.toml")
+    shipped = load_config(CONFIGS / f"{name}.toml")
+    if name == "physionet":  # the shipped file has since turned the baseline anchor on
+        assert shipped.model.decoder.anchor and not legacy.model.decoder.anchor
+        shipped = shipped.model_copy(update={"model": shipped.model.model_copy(
+            update={"decoder": legacy.model.decoder})})
+    assert legacy == shipped
     channels = ["a"] * (37 if name == "physionet" else 1)
     flat = tomllib.loads(legacy_text)["model"]
     built = legacy.model_config_for(channels)
