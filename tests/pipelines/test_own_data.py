@@ -94,6 +94,7 @@ def interpolation_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray
     return channel_mse(model), channel_mse(linear)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(not ARCHIVE.is_file(),
                     reason=f"PhysioNet 2012 archive not found at {ARCHIVE} (expected set-a.tar.gz "
