@@ -67,7 +67,7 @@ def test_small_data_get_a_small_anchored_model_with_standard_normalisation() -> 
     assert cfg.data.normalisation == "standard" and cfg.data.time_unit == "hours"
     assert (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test) == (0.7, 0.15, 0.15)
     assert cfg.data.split.seed == 3 and cfg.train.seed == 3
-    assert cfg.model.decoder.anchor is True
+    assert cfg.model.decoder.anchor is True and cfg.model.obs_std == 0.3
     assert cfg.model.latent_dim == 5  # sqrt(210 train series) / 3, and >= ceil(7 / 2) = 4
     assert (cfg.model.encoder.hidden, cfg.model.encoder.units, cfg.model.dynamics.units) == \
         (10, 16, 16)
