@@ -8,7 +8,8 @@ Commands (``latent-ode COMMAND --help`` for each)::
     latent-ode train    --config CFG (--data DIR | --data-run RUN) [--resume [--run-id RUN]]
     latent-ode evaluate --config CFG --train-run RUN [--data DIR | --data-run RUN]
     latent-ode register --config CFG --train-run RUN [--evaluate-run RUN] [--force]
-    latent-ode pipeline run --config CFG [--resume] [--force]
+    latent-ode pipeline run (--config CFG | --data-file FILE [--config CFG]) [--max-time S]
+                            [--resume] [--force]
     latent-ode serve [--host HOST] [--port PORT]
     latent-ode quickstart [--config CFG] [--workdir DIR] [--host HOST] [--port PORT] [--no-serve]
 
@@ -217,19 +218,64 @@ def _register_summary(r: RegisterResult) -> str:
     return f"registered {r.model_name} version {r.version}, {what} champion: {r.reason}"
 
 
+def _pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, str | None, str]:
+    """The config of ``pipeline run``, the derived-settings block (with ``--data-file``) and
+    what the config came from.
+
+    ``--data-file`` derives every setting from the data (:mod:`pipelines.autoconfig`); a
+    ``--config`` given with it wins where it sets a key, and ``--max-time`` wins over both.
+    """
+    import dataclasses
+
+    from latent_ode.errors import ConfigError
+    from pipelines import autoconfig
+    from pipelines.config import load_config, read_toml
+    from pipelines.longformat import read_long
+
+    if args.data_file is None:
+        if args.config is None:
+            raise ConfigError("`pipeline run` needs --config CONFIG (a pipeline TOML) or "
+                              "--data-file FILE (a long-format CSV/Parquet file); got neither.")
+        if args.time_unit is not None:
+            raise ConfigError("--time-unit only goes with --data-file; with --config, set "
+                              "`time_unit` in its [data] section.")
+        cfg, block, source = load_config(args.config), None, str(args.config)
+    else:
+        table = read_long(args.data_file, time_unit=args.time_unit or "hours")
+        summary = autoconfig.summarise(table.series, channels=table.channels,
+                                       time_unit=table.time_unit)
+        cfg = autoconfig.derive_config(
+            summary, path=args.data_file,
+            max_time_s=args.max_time if args.max_time is not None else
+            autoconfig.DEFAULT_MAX_TIME_S)
+        source = f"--data-file {args.data_file}"
+        if args.config is not None:
+            cfg = autoconfig.merge_config(cfg, read_toml(args.config),
+                                          source=repr(str(args.config)))
+            source += f" --config {args.config}"
+        block = autoconfig.describe(summary, cfg, overridden_by=(
+            str(args.config) if args.config is not None else None))
+    if args.max_time is not None:
+        cfg = cfg.model_copy(update={"train": dataclasses.replace(cfg.train,
+                                                                  max_time_s=args.max_time)})
+    return cfg, block, source
+
+
 def _cmd_pipeline_run(args: argparse.Namespace) -> None:
-    from pipelines.config import load_config
     from pipelines.pipeline import run_pipeline
     from pipelines.steps.train import one_torch_thread_unless_set
 
     _single_process("pipeline run")
     one_torch_thread_unless_set()
-    cfg = load_config(args.config)
+    cfg, block, source = _pipeline_config(args)
+    if block is not None:
+        logger.info("%s", block)
+        _say(block)
     result = run_pipeline(cfg, device=_settings_device(args), resume=args.resume,
-                          force=args.force, config_source=str(args.config))
+                          force=args.force, config_source=source, derived_settings=block)
     keys = [k for k in ("val_loss", "test_interp_mse", "test_extrap_mse", "test_coverage_90")
             if k in result.metrics]
-    _say(f"pipeline run {result.parent_run_id}: "
+    _say(f"pipeline run {result.parent_run_id} in experiment {cfg.mlflow.experiment!r}: "
          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in keys))
     _say(_register_summary(result.register))
 
@@ -264,6 +310,16 @@ def _add_data(p: argparse.ArgumentParser, *, required: bool) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--data", metavar="DIR", help="split folder written by `ingest --out DIR`")
     g.add_argument("--data-run", metavar="RUN_ID", help="ingest run whose `data/` artifacts to use")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,7 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
     run = pipe_sub.add_parser("run", help="run ingest, train, evaluate, register",
                               description="One parent MLflow run with a nested run per step.")
-    _add_config(run)
+    run.add_argument("--config", type=Path, metavar="CONFIG",
+                     help="pipeline config TOML (e.g. pipelines/configs/periodic.toml); needed "
+                          "unless --data-file is given; with --data-file, the keys it sets win "
+                          "over the derived ones")
+    run.add_argument("--data-file", type=Path, metavar="FILE",
+                     help="your own long-format .csv or .parquet file (docs/pipelines.md): every "
+                          "setting is derived from the data, printed and logged")
+    run.add_argument("--time-unit", default=None,
+                     help="with --data-file: unit of its numeric times, and the unit ISO-8601 "
+                          "times are converted to (seconds, minutes, hours, days); default hours")
+    run.add_argument("--max-time", type=_positive_seconds, default=None, metavar="SECONDS",
+                     help="training budget in seconds (wins over the config); default with "
+                          "--data-file: 600")
     _add_device(run)
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                      help="continue the newest unfinished pipeline run of this config: reuse "

@@ -68,6 +68,7 @@ __all__ = [
     "get_settings",
     "load_config",
     "parse_config",
+    "read_toml",
     "unflatten_params",
 ]
 
@@ -329,11 +330,11 @@ def parse_config(raw: dict[str, Any], *, source: str = "<dict>") -> PipelineConf
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline config TOML file.
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML file ``path``, not yet validated (a partial config is fine).
 
     Raises:
-        ConfigError: the file is missing, is not valid TOML, or fails validation.
+        ConfigError: the file is missing or is not valid TOML.
     """
     path = Path(path)
     try:
@@ -344,10 +345,18 @@ def load_config(path: str | Path) -> PipelineConfig:
             "pipelines/configs/periodic.toml."
         ) from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}.") from None
-    return parse_config(raw, source=repr(str(path)))
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline config TOML file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or fails validation.
+    """
+    return parse_config(read_toml(path), source=repr(str(path)))
 
 
 def _encode_value(value: Any) -> str:

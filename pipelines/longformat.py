@@ -159,6 +159,21 @@ def _file_kind(path: Path) -> str:
 def _read_frame(path: Path, kind: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; check the path.")
+    try:
+        return _parse_frame(path, kind)
+    except (ValueError, OSError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise DataError(
+            f"cannot read {str(path)!r} as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"check that it is a {kind} file in the long format of docs/pipelines.md."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
+
+
+def _parse_frame(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         return pd.read_parquet(path)
     header = pd.read_csv(path, nrows=0).columns

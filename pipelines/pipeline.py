@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 DATA_ARTIFACT = "data"
 CHECKPOINT_ARTIFACT = "checkpoints"
 PLOTS_ARTIFACT = "plots"
+DERIVED_SETTINGS_ARTIFACT = "derived_settings.txt"
 _FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 
 
@@ -321,6 +322,7 @@ def run_pipeline(
     resume: bool = False,
     force: bool = False,
     config_source: str | None = None,
+    derived_settings: str | None = None,
 ) -> PipelineResult:
     """Run ingest -> train -> evaluate -> register as one parent run with a nested run per step.
 
@@ -332,6 +334,8 @@ def run_pipeline(
             last checkpoint. Without such a run, a new one starts.
         force: let the new version take the champion alias regardless of its metric.
         config_source: the config file, recorded as a tag.
+        derived_settings: the readable account of settings derived from the data
+            (:func:`pipelines.autoconfig.describe`), logged as ``derived_settings.txt``.
 
     Raises:
         DataError, ConfigError, SolverError, MlflowException: any step's failure; the parent run
@@ -358,6 +362,8 @@ def run_pipeline(
     with tracking.start_run("pipeline", tags=tags,
                             run_id=parent.info.run_id if parent else None) as run:
         _log_config(cfg, run)
+        if derived_settings is not None:
+            mlflow.log_text(derived_settings, DERIVED_SETTINGS_ARTIFACT)
         ids: dict[str, str] = {}
 
         if (r := finished("ingest")) is not None:
