@@ -19,7 +19,7 @@ import torch
 from latent_ode.config import SolverConfig
 from latent_ode.data import Observations, Series
 from latent_ode.errors import DataError
-from latent_ode.forecaster import Forecaster, mixture_quantiles, window_position
+from latent_ode.forecaster import Forecaster, mixture_quantiles, observation_gap, window_position
 from latent_ode.tasks import TASK_PREFIX, TASKS, seen_in_context, task_batches, to_model_batch
 
 __all__ = ["EvalResult", "evaluate", "linear_interpolation", "last_observation"]
@@ -126,7 +126,7 @@ def evaluate(
             add("linear_extrap_mse", *_sq_err(linear_interpolation(context, target), target, heldout))
         # Mixture predictive density of the held-out values.
         position = window_position(target.times, context.first_time, context.last_time)
-        noise = forecaster.noise_tensor(position, samples)
+        noise = forecaster.noise_tensor(position, samples, observation_gap(context, target.times))
         comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
         logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
         add(f"{task}_nll", float(-logp[heldout].sum()), int(heldout.sum()))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latent_ode.baselines import channel_baselines
 from latent_ode.checkpoint import load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
@@ -26,7 +27,7 @@ from latent_ode.solver import (
 )
 
 __all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "ForecastStatus", "Forecaster",
-           "mixture_quantiles", "raise_on_failure", "window_position"]
+           "mixture_quantiles", "observation_gap", "raise_on_failure", "window_position"]
 
 ForecastStatus = Literal["ok", SolverFailure]
 """How a series' forecast went: ``ok``, or why the solver could not answer it."""
@@ -152,6 +153,21 @@ def window_position(times: Tensor, first: Tensor, last: Tensor) -> Tensor:
     return INTERPOLATION - (times < first[:, None]).long() + after
 
 
+def observation_gap(context: Observations, query_times: Tensor) -> Tensor:
+    """(B, Q, D) normalised time from each query to the channel's nearest observation in the
+    context; for a channel the context never observes, to the series' nearest observation of
+    any channel (the regime's horizon).
+
+    Args:
+        context: B series (normalised).
+        query_times: (B, Q) normalised query times.
+    """
+    base = channel_baselines(context, query_times)
+    nearest_any = torch.where(base.observed, base.gap, torch.inf).amin(dim=2, keepdim=True)
+    gap = torch.where(base.observed, base.gap, nearest_any)
+    return torch.nan_to_num(gap, posinf=0.0)  # a context with no observation at all: no growth
+
+
 def _noise(name: str, value: Sequence[float] | np.ndarray | None, default: np.ndarray,
            d: int) -> np.ndarray:
     noise = default.copy() if value is None else np.asarray(value, float)
@@ -176,13 +192,20 @@ class Forecaster:
         backcast_noise_std: (D,) the same before the window; ``None``: ``noise_std``.
             :func:`latent_ode.fit` calibrates all three on the validation split so that
             intervals are honest in each regime.
+        noise_growth: (3, D) extra predictive variance per unit of normalised time between a
+            query and the channel's nearest observation (:func:`observation_gap`), for the
+            regimes before, inside and after the window (the order of :func:`window_position`):
+            the noise std at gap g is ``sqrt(noise_std**2 + growth * g)``, so intervals widen
+            with the distance to the data where the error does. ``None``: zeros (no growth, as
+            checkpoints written before it predicted).
     """
 
     def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
                  time_unit: str, metadata: dict[str, Any] | None = None,
                  noise_std: Sequence[float] | np.ndarray | None = None,
                  extrap_noise_std: Sequence[float] | np.ndarray | None = None,
-                 backcast_noise_std: Sequence[float] | np.ndarray | None = None) -> None:
+                 backcast_noise_std: Sequence[float] | np.ndarray | None = None,
+                 noise_growth: Sequence[Sequence[float]] | np.ndarray | None = None) -> None:
         d = model.config.input_dim
         if len(channels) != d or normaliser.num_channels != d:
             raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
@@ -199,12 +222,28 @@ class Forecaster:
         self.extrap_noise_std = _noise("extrap_noise_std", extrap_noise_std, self.noise_std, d)
         self.backcast_noise_std = _noise("backcast_noise_std", backcast_noise_std,
                                          self.noise_std, d)
+        growth = np.zeros((3, d)) if noise_growth is None else np.asarray(noise_growth, np.float64)
+        if growth.shape != (3, d) or not (np.isfinite(growth).all() and (growth >= 0).all()):
+            raise ConfigError(f"`noise_growth` must be a (3, {d}) array of finite, non-negative "
+                              f"variances per unit of time; got shape {growth.shape}.")
+        self.noise_growth = growth
 
-    def noise_tensor(self, position: Tensor, like: Tensor) -> Tensor:
+    def noise_tensor(self, position: Tensor, like: Tensor, gap: Tensor | None = None) -> Tensor:
         """(B, Q, D) predictive noise std for queries at ``position`` (B, Q) against their
-        series' observed window (:func:`window_position`), on ``like``'s device and dtype."""
+        series' observed window (:func:`window_position`), on ``like``'s device and dtype.
+
+        Args:
+            position: (B, Q) regime of each query.
+            like: a tensor whose device and dtype the answer takes.
+            gap: (B, Q, D) normalised time from each query to the channel's nearest observation
+                (:func:`observation_gap`); ``None``: the noise at gap 0.
+        """
         table = np.stack([self.backcast_noise_std, self.noise_std, self.extrap_noise_std])
-        return torch.as_tensor(table, dtype=like.dtype, device=like.device)[position]
+        base = torch.as_tensor(table, dtype=like.dtype, device=like.device)[position]
+        if gap is None or not self.noise_growth.any():
+            return base
+        growth = torch.as_tensor(self.noise_growth, dtype=like.dtype, device=like.device)[position]
+        return torch.sqrt(base**2 + growth * gap.to(like.dtype))
 
     @classmethod
     def create(cls, model_config: ModelConfig, normaliser: Normaliser, *, channels: Sequence[str],
@@ -244,6 +283,7 @@ class Forecaster:
             "noise_std": self.noise_std.tolist(),
             "extrap_noise_std": self.extrap_noise_std.tolist(),
             "backcast_noise_std": self.backcast_noise_std.tolist(),
+            "noise_growth": self.noise_growth.tolist(),
         }
         return save_model_files(directory, self.model, config)
 
@@ -258,7 +298,7 @@ class Forecaster:
         expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
         # Checkpoints written before the noise was calibrated per regime lack these; they get
         # ``noise_std`` everywhere, as they predicted then.
-        optional = {"extrap_noise_std", "backcast_noise_std"}
+        optional = {"extrap_noise_std", "backcast_noise_std", "noise_growth"}
         if not expected <= set(data) <= expected | optional:
             raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
                                   f"{sorted(expected)} (and optionally {sorted(optional)}); "
@@ -275,7 +315,8 @@ class Forecaster:
             fc = cls(model, normaliser, channels=data["channels"], time_unit=data["time_unit"],
                      metadata=data["metadata"], noise_std=data["noise_std"],
                      extrap_noise_std=data.get("extrap_noise_std"),
-                     backcast_noise_std=data.get("backcast_noise_std"))
+                     backcast_noise_std=data.get("backcast_noise_std"),
+                     noise_growth=data.get("noise_growth"))
         except (ConfigError, ShapeError) as exc:
             raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
         return fc.to(device)
@@ -407,7 +448,8 @@ class Forecaster:
             # below and its status says why.
             usable = torch.isfinite(samples).flatten(2).all(dim=2).all(dim=0)  # (B,)
             samples = torch.where(usable[None, :, None, None], samples, 0.0)
-            noise = self.noise_tensor(position.to(device), samples)  # (B, Q, D)
+            noise = self.noise_tensor(position.to(device), samples,
+                                      observation_gap(context, qt))  # (B, Q, D)
             mean = samples.mean(dim=0)  # (B, Q, D)
             std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
             qs = mixture_quantiles(samples, noise, levels) if levels else None  # (K, B, Q, D)

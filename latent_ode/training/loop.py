@@ -313,13 +313,12 @@ def fit(
     model.load_state_dict(run.best_weights)
     model.eval()
     if config.calibrate_noise:
-        (forecaster.noise_std, forecaster.extrap_noise_std,
-         forecaster.backcast_noise_std) = calibrate_noise(forecaster, val_obs, config)
+        calibrate_noise(forecaster, val_obs, config).apply(forecaster)
         logger.info("calibrated predictive noise std per channel: %s inside the observed "
-                    "window, %s after it, %s before it",
+                    "window, %s after it, %s before it; variance growth per unit of gap %s",
                     *([round(float(x), 5) for x in n] for n in (
                         forecaster.noise_std, forecaster.extrap_noise_std,
-                        forecaster.backcast_noise_std)))
+                        forecaster.backcast_noise_std, forecaster.noise_growth.ravel())))
     state = run.state
     result = TrainResult(best_metric=state.best_metric, best_step=state.best_step,
                          steps=state.step, epochs=state.epoch, stopped=stopped,

@@ -370,3 +370,31 @@ def test_mixture_quantiles_match_the_mixture_cdf() -> None:
     # One component: the Gaussian quantile itself.
     one = mixture_quantiles(torch.zeros(1, 1, dtype=torch.float64), 2.0, (0.975,))
     torch.testing.assert_close(one, torch.tensor([[1.959964 * 2]], dtype=torch.float64), rtol=1e-5, atol=0)
+
+
+def test_noise_grows_with_the_gap_to_the_channels_nearest_observation(tmp_path) -> None:
+    from latent_ode.forecaster import INTERPOLATION, observation_gap
+
+    s = Series(times=np.array([0.0, 1.0, 4.0]), values=np.array([[1.0, np.nan], [2.0, np.nan],
+                                                                 [3.0, 5.0]]))
+    obs = collate([s], dtype=torch.float64)
+    q = torch.tensor([[0.5, 2.0, 6.0]], dtype=torch.float64)
+    gap = observation_gap(obs, q)
+    # Channel 0 seen at 0, 1 and 4; channel 1 only at 4.
+    torch.testing.assert_close(gap[0], torch.tensor([[0.5, 3.5], [1.0, 2.0], [2.0, 2.0]],
+                                                    dtype=torch.float64))
+    norm = Normaliser(kind="none", loc=np.zeros(2), scale=np.ones(2), time_scale=1.0)
+    fc = Forecaster.create(ModelConfig(input_dim=2, latent_dim=2), norm, channels=["a", "b"],
+                           time_unit="s", seed=0)
+    fc.noise_std = np.array([0.1, 0.2])
+    fc.noise_growth = np.array([[0.0, 0.0], [0.03, 0.5], [0.0, 0.0]])
+    pos = torch.full((1, 3), INTERPOLATION)
+    noise = fc.noise_tensor(pos, gap, gap)
+    want = np.sqrt(np.array([0.1, 0.2]) ** 2 + np.array([0.03, 0.5]) * gap[0].numpy())
+    np.testing.assert_allclose(noise[0].numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(fc.noise_tensor(pos, gap)[0].numpy(), [[0.1, 0.2]] * 3)
+    loaded = Forecaster.load(fc.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.noise_growth, fc.noise_growth)
+    with pytest.raises(ConfigError, match=r"`noise_growth` must be a \(3, 2\) array of finite, "
+                                          r"non-negative variances"):
+        Forecaster(fc.model, norm, channels=["a", "b"], time_unit="s", noise_growth=[[-1.0, 0.0]] * 3)

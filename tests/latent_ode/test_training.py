@@ -186,22 +186,42 @@ def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch
     fc, _, val = _setup()
     val_obs = to_model_batch(fc, val)
     cfg = TrainConfig(batch_size=10, seed=0)
-    inside, after, before = calibrate_noise(fc, val_obs, cfg)
+    calib = calibrate_noise(fc, val_obs, cfg)
+    inside, after, before = calib.inside, calib.after, calib.before
     assert inside[0] != after[0]
     # Ten series of 20 points: about 100 held-out points inside the windows and 100 after them,
     # but a backcast point only where a context misses a series' first point: too few to
     # estimate from, so the backcast does not get its own estimate...
     monkeypatch.setattr(calibration, "_MIN_CALIBRATION_POINTS", 1)
     own = calibrate_noise(fc, val_obs, cfg)
-    assert (own[0][0], own[1][0]) == (inside[0], after[0])
-    assert own[2][0] != before[0]
+    assert (own.inside[0], own.after[0]) == (inside[0], after[0])
+    assert own.before[0] != before[0]
     monkeypatch.undo()
-    # ... but the pooled one. With the encoder shown every point, interpolation holds nothing
-    # out: only forecast points remain, and every regime takes their value.
+    # ... but the pooled one, without growth. With the encoder shown every point, interpolation
+    # holds nothing out: only forecast points remain, and the regimes without points of their
+    # own take the constant fitted to them; the forecast regime fits its own line in the gap,
+    # whose intercept lies at or below that constant (the slope is never negative).
     all_seen = calibrate_noise(fc, val_obs, TrainConfig(batch_size=10, seed=0, interp_fraction=1.0))
-    np.testing.assert_array_equal(all_seen[0], all_seen[1])
-    np.testing.assert_array_equal(all_seen[2], all_seen[1])
-    assert all_seen[1][0] > fc.model_config.obs_std
+    np.testing.assert_array_equal(all_seen.inside, all_seen.before)
+    assert all_seen.growth[0, 0] == all_seen.growth[1, 0] == 0.0
+    assert all_seen.after[0] <= all_seen.inside[0] + 1e-12
+    assert all_seen.inside[0] > fc.model_config.obs_std
+
+
+def test_noise_growth_fit_is_least_squares_under_its_bounds() -> None:
+    from latent_ode.training.calibration import _fit_growth
+
+    g = torch.linspace(0.0, 2.0, 50, dtype=torch.float64)
+    a, b = _fit_growth(0.3 + 0.5 * g, g, floor=0.01)
+    assert (a, b) == pytest.approx((0.3, 0.5), rel=1e-12)
+    # A falling error: no negative growth, the mean instead.
+    a, b = _fit_growth(1.0 - 0.2 * g, g, floor=0.01)
+    assert (a, b) == pytest.approx((float((1.0 - 0.2 * g).mean()), 0.0), rel=1e-12)
+    # An intercept below the floor: the line is refitted through the floor.
+    a, b = _fit_growth(-0.1 + 1.0 * g, g, floor=0.1)
+    r = -0.1 + g
+    assert a == pytest.approx(0.01)
+    assert b == pytest.approx(float((g * (r - 0.01)).sum() / (g * g).sum()), rel=1e-12)
 
 
 @pytest.mark.slow
@@ -222,12 +242,22 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     assert m["interp_mse_heldout"] < 0.75 * m["linear_interp_mse"], m
     # And it forecasts: far better than carrying the last observation forward.
     assert m["extrap_mse"] < 0.5 * m["locf_extrap_mse"], m
-    # Calibrated noise makes the 90% interval cover about 90% of held-out points in each regime
-    # (0.93 and 0.92 here). The forecast errs more than the interpolation (about 0.09 against
-    # 0.05), and its noise, calibrated apart, says so.
+    # Calibrated noise makes the 90% interval cover about 90% of held-out points in each regime.
+    # The forecast errs more than the interpolation (about 0.09 against 0.05), more the further
+    # out it reaches, and its noise, calibrated apart and growing with the gap, says so: half a
+    # time unit out (the middle of the forecast window) against a twentieth of one (a typical
+    # gap between observations).
     assert 0.8 < m["interp_coverage_90"] < 0.98, m
     assert 0.8 < m["extrap_coverage_90"] < 0.98, m
-    assert fc.extrap_noise_std[0] > 1.2 * fc.noise_std[0], (fc.noise_std, fc.extrap_noise_std)
+    from latent_ode.forecaster import EXTRAPOLATION, INTERPOLATION
+
+    def noise_at(base: np.ndarray, regime: int, gap: float) -> float:
+        return float(np.sqrt(base[0] ** 2 + fc.noise_growth[regime, 0] * gap))
+
+    assert fc.noise_growth[EXTRAPOLATION, 0] > 0, fc.noise_growth
+    assert (noise_at(fc.extrap_noise_std, EXTRAPOLATION, 0.5)
+            > 1.2 * noise_at(fc.noise_std, INTERPOLATION, 0.05)), (fc.noise_std, fc.extrap_noise_std,
+                                                                  fc.noise_growth)
 
 
 @pytest.mark.integration
