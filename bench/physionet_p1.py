@@ -207,15 +207,50 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
     return result.forecaster, time.perf_counter() - start
 
 
-def predict(forecaster: Any, tasks: list[Task], batch: int, num_samples: int) -> list[np.ndarray]:
-    """(Q, D) predictive means in the user's units for each task, in batches of stays."""
-    out: list[np.ndarray] = []
+def predict(forecaster: Any, tasks: list[Task], batch: int, num_samples: int
+            ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(Q, D) predictive means and (Q, D) booleans "inside the central 90% interval" (NaN
+    targets: False) in the user's units for each task, in batches of stays."""
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for i in range(0, len(tasks), batch):
         chunk = tasks[i:i + batch]
         answers = forecaster.predict([t.context for t in chunk], [t.query for t in chunk],
-                                     num_samples=num_samples, quantiles=())
-        out.extend(a.mean for a in answers)
+                                     num_samples=num_samples, quantiles=(0.05, 0.95))
+        for t, a in zip(chunk, answers, strict=True):
+            with np.errstate(invalid="ignore"):
+                inside = (t.target >= a.quantiles[0.05]) & (t.target <= a.quantiles[0.95])
+            out.append((a.mean, inside))
     return out
+
+
+class Coverage:
+    """Share of held-out values inside their 90% interval, overall and per fifth of a distance
+    (the horizon after the cut, or the gap to the nearest seen time point)."""
+
+    def __init__(self) -> None:
+        self.inside: list[np.ndarray] = []
+        self.distance: list[np.ndarray] = []
+
+    def add(self, inside: np.ndarray, target: np.ndarray, distance: np.ndarray) -> None:
+        """(Q, D) inside flags, (Q, D) targets (NaN: none) and (Q,) distances of the queries."""
+        mask = ~np.isnan(target)
+        self.inside.append(inside[mask])
+        self.distance.append(np.broadcast_to(distance[:, None], target.shape)[mask])
+
+    def summary(self, edges: np.ndarray | None = None) -> dict[str, Any]:
+        """Overall coverage and per fifth: equal-width fifths of ``edges`` (min, max) when given,
+        else equal-count fifths of the distances."""
+        inside, dist = np.concatenate(self.inside), np.concatenate(self.distance)
+        if edges is None:  # equal counts by rank (many gaps tie)
+            which = np.empty(dist.size, dtype=np.int64)
+            which[np.argsort(dist, kind="stable")] = np.arange(dist.size) * 5 // max(dist.size, 1)
+            bounds = np.quantile(dist, np.linspace(0, 1, 6))
+        else:
+            bounds = np.linspace(edges[0], edges[1], 6)
+            which = np.clip(np.searchsorted(bounds, dist, side="right") - 1, 0, 4)
+        fifths = [float(inside[which == k].mean()) if (which == k).any() else None for k in range(5)]
+        return {"coverage_90": float(inside.mean()), "by_fifth": fifths,
+                "fifth_bounds": [float(b) for b in bounds]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,15 +301,19 @@ def main() -> None:
         ip["linear"].add(scaling.scale(linear(t, fallback)), scaling.scale(t.target))
 
     train_seconds = 0.0
+    cover = {"forecast": Coverage(), "interp": Coverage()}
     if not args.baselines_only:
         forecaster, train_seconds = train_model(train, val, channels, args.config, args.train_seconds,
                                                 args.seed, args.device)
-        for t, mean in zip(f_tasks, predict(forecaster, f_tasks, args.batch, args.num_samples),
-                           strict=True):
+        for t, (mean, inside) in zip(f_tasks, predict(forecaster, f_tasks, args.batch,
+                                                      args.num_samples), strict=True):
             fc["model"].add(scaling.scale(mean), scaling.scale(t.target))
-        for t, mean in zip(i_tasks, predict(forecaster, i_tasks, args.batch, args.num_samples),
-                           strict=True):
+            cover["forecast"].add(inside, t.target, t.query - t.context.times[-1])
+        for t, (mean, inside) in zip(i_tasks, predict(forecaster, i_tasks, args.batch,
+                                                      args.num_samples), strict=True):
             ip["model"].add(scaling.scale(mean), scaling.scale(t.target))
+            gap = np.abs(t.query[:, None] - t.context.times[None, :]).min(axis=1)
+            cover["interp"].add(inside, t.target, gap)
 
     has_model = not args.baselines_only
     per_variable: dict[str, dict[str, float | int | None]] = {}
@@ -307,6 +346,10 @@ def main() -> None:
                           "model_mae": ip["model"].pooled()["mae"] if has_model else None,
                           "linear_mae": ip["linear"].pooled()["mae"]},
         "per_variable": per_variable,
+        # Forecast: fifths of the 24 h after the cut; interpolation: equal-count fifths of the
+        # gap to the nearest time point the model saw.
+        "coverage": ({"forecast": cover["forecast"].summary(np.array([0.0, 48.0 - CUT_HOURS])),
+                      "interp": cover["interp"].summary()} if has_model else None),
         "published": {k: {"mse": v[0] * 1e-3, "mae": v[1] * 1e-2} for k, v in PUBLISHED.items()},
         "seeds": [args.seed] if has_model else [],
         "split_seed": args.split_seed,
@@ -347,6 +390,11 @@ def _print(summary: dict[str, Any], channels: list[str], has_model: bool) -> Non
     for k, (mse, mae) in PUBLISHED.items():
         label = k[:20] + " (published)"
         print(f"  {label:<32}{mse:9.2f}   {mae:9.2f}")
+    if summary["coverage"] is not None:
+        for regime, c in summary["coverage"].items():
+            fifths = ", ".join("-" if x is None else f"{x:.2f}" for x in c["by_fifth"])
+            print(f"90% interval coverage, {regime}: {c['coverage_90']:.3f} (by fifth of the "
+                  f"distance: {fifths})")
     ip = summary["interpolation"]
     print(f"\ninterpolation (mean over variables): linear {ip['linear_mse'] * 1e3:.2f}e-3"
           + (f", model {ip['model_mse'] * 1e3:.2f}e-3" if has_model else ""))
