@@ -197,8 +197,9 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
     raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
     raw["train"] = {**raw.get("train", {}), "max_time_s": seconds, "seed": seed, "progress": False}
     cfg = parse_config(raw, source=str(config_path))
-    # The model's normalisation is P1's scaling: min-max over train + val.
-    normaliser = Normaliser.fit(train + val, kind="minmax")
+    # The model's normalisation is the config's (physionet.toml: P1's min-max), fitted on
+    # train + val as P1's scaling is.
+    normaliser = Normaliser.fit(train + val, kind=cfg.data.normalisation)
     data = IngestResult(train=train, val=val, test=[], channels=channels, time_unit="hours",
                         normaliser=normaliser,
                         source=DataSource(kind="physionet", uri="P1 split of sets A+B"))

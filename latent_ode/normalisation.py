@@ -13,7 +13,12 @@ from latent_ode.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["Normaliser"]
 
-Kind = Literal["standard", "minmax", "none"]
+Kind = Literal["standard", "minmax", "robust", "none"]
+
+# ``robust`` winsorises each channel at these quantiles of its training values: one mistyped
+# entry (a pH of 735 among values near 7.4) would otherwise dominate the objective, while a
+# heavy-tailed lab (creatinine from 0.1 to 20) keeps its real range.
+ROBUST_QUANTILES = (0.1, 99.9)
 
 
 @dataclass(frozen=True)
@@ -25,21 +30,27 @@ class Normaliser:
 
     Attributes:
         kind: how ``loc`` and ``scale`` were fitted: ``standard`` (mean/std), ``minmax``
-            (min/range, the PhysioNet protocol of Rubanova et al. 2019) or ``none``.
+            (min/range, the PhysioNet protocol of Rubanova et al. 2019), ``robust`` (median and
+            interquartile range / 1.349, values winsorised at the training 0.1% and 99.9%
+            quantiles: one mistyped entry no longer squeezes a channel's real values into a
+            sliver of its range) or ``none``.
         loc: (D,) per-channel location.
         scale: (D,) per-channel scale, positive.
         time_scale: positive divisor of times.
+        clip: (2, D) lower and upper bounds of the normalised values (``robust``: the training
+            values' 0.1% and 99.9% quantiles), or ``None``: no bounds.
     """
 
     kind: Kind
     loc: np.ndarray
     scale: np.ndarray
     time_scale: float
+    clip: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("standard", "minmax", "none"):
+        if self.kind not in ("standard", "minmax", "robust", "none"):
             raise ConfigError(
-                f"`kind` must be 'standard', 'minmax' or 'none'; got {self.kind!r}."
+                f"`kind` must be 'standard', 'minmax', 'robust' or 'none'; got {self.kind!r}."
             )
         loc = np.asarray(self.loc, dtype=np.float64)
         scale = np.asarray(self.scale, dtype=np.float64)
@@ -53,6 +64,13 @@ class Normaliser:
                               f"loc={loc.tolist()}, scale={scale.tolist()}.")
         if not (np.isfinite(self.time_scale) and self.time_scale > 0):
             raise ConfigError(f"`time_scale` must be positive; got {self.time_scale!r}.")
+        if self.clip is not None:
+            clip = np.asarray(self.clip, dtype=np.float64)
+            object.__setattr__(self, "clip", clip)
+            if clip.shape != (2, loc.shape[0]) or not (np.isfinite(clip).all()
+                                                      and (clip[0] <= clip[1]).all()):
+                raise ConfigError(f"`clip` must be (2, D) finite bounds, lower <= upper; got "
+                                  f"{clip.tolist()}.")
 
     @property
     def num_channels(self) -> int:
@@ -75,6 +93,7 @@ class Normaliser:
             raise DataError("`series` must not be empty to fit a Normaliser.")
         values = np.concatenate([s.values for s in series], axis=0)  # (sum T, D)
         d = values.shape[1]
+        clip = None
         if kind == "none":
             loc, scale = np.zeros(d), np.ones(d)
         else:
@@ -88,6 +107,14 @@ class Normaliser:
             if kind == "standard":
                 loc = np.nanmean(values, axis=0)
                 scale = np.nanstd(values, axis=0)
+            elif kind == "robust":
+                # Median and the interquartile range scaled to a normal's std (1.349); a
+                # channel whose quartiles coincide (a flag) falls back on its std.
+                loc = np.nanmedian(values, axis=0)
+                q1, q3 = np.nanpercentile(values, [25, 75], axis=0)
+                scale = np.where(q3 - q1 > 1e-12, (q3 - q1) / 1.349, np.nanstd(values, axis=0))
+                scale = np.where(scale > 1e-12, scale, 1.0)
+                clip = (np.nanpercentile(values, ROBUST_QUANTILES, axis=0) - loc) / scale
             else:
                 loc = np.nanmin(values, axis=0)
                 scale = np.nanmax(values, axis=0) - loc
@@ -96,12 +123,14 @@ class Normaliser:
         if time_scale is None:
             span = max(float(s.times[-1] - s.times[0]) for s in series)
             time_scale = span if span > 0 else 1.0
-        return cls(kind=kind, loc=loc, scale=scale, time_scale=float(time_scale))
+        return cls(kind=kind, loc=loc, scale=scale, time_scale=float(time_scale),
+                   clip=clip if kind == "robust" else None)
 
     def values_to_model(self, values: np.ndarray) -> np.ndarray:
         """(..., D) user units -> normalised units (NaN stays NaN)."""
         self._check_width(values)
-        return (values - self.loc) / self.scale
+        out = (values - self.loc) / self.scale
+        return out if self.clip is None else np.clip(out, self.clip[0], self.clip[1])
 
     def values_from_model(self, values: np.ndarray) -> np.ndarray:
         """(..., D) normalised units -> user units."""
@@ -124,22 +153,27 @@ class Normaliser:
                       values=self.values_to_model(series.values), id=series.id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "loc": self.loc.tolist(), "scale": self.scale.tolist(),
-                "time_scale": self.time_scale}
+        out = {"kind": self.kind, "loc": self.loc.tolist(), "scale": self.scale.tolist(),
+               "time_scale": self.time_scale}
+        if self.clip is not None:
+            out["clip"] = self.clip.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normaliser:
         expected = {"kind", "loc", "scale", "time_scale"}
-        if set(data) != expected:
-            raise ConfigError(f"a Normaliser dict needs exactly the keys {sorted(expected)}; got "
-                              f"{sorted(data)}.")
+        if not expected <= set(data) <= expected | {"clip"}:
+            raise ConfigError(f"a Normaliser dict needs exactly the keys {sorted(expected)} (and "
+                              f"optionally 'clip'); got {sorted(data)}.")
         return cls(kind=data["kind"], loc=np.asarray(data["loc"], dtype=np.float64),
                    scale=np.asarray(data["scale"], dtype=np.float64),
-                   time_scale=float(data["time_scale"]))
+                   time_scale=float(data["time_scale"]), clip=data.get("clip"))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Normaliser) and self.kind == other.kind
                 and np.array_equal(self.loc, other.loc) and np.array_equal(self.scale, other.scale)
-                and self.time_scale == other.time_scale)
+                and self.time_scale == other.time_scale
+                and (self.clip is None) == (other.clip is None)
+                and (self.clip is None or np.array_equal(self.clip, other.clip)))
 
     __hash__ = None  # type: ignore[assignment]

@@ -120,7 +120,7 @@ class DataSection(_Section):
     limit: int | None = Field(None, gt=0)
     time_unit: str = "hours"
     channels: list[str] | None = None
-    normalisation: Literal["standard", "minmax", "none"] = "standard"
+    normalisation: Literal["standard", "minmax", "robust", "none"] = "standard"
     split: SplitSection = Field(default_factory=SplitSection)
 
     @field_validator("dataset")

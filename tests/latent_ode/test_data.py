@@ -111,7 +111,27 @@ def test_normaliser_round_trip_and_inverse() -> None:
 def test_normaliser_errors() -> None:
     with pytest.raises(DataError, match=r"channel\(s\) \[1\] are never observed"):
         Normaliser.fit([Series(times=[0.0], values=[[1.0, NAN]])])
-    with pytest.raises(ConfigError, match="`kind` must be 'standard', 'minmax' or 'none'"):
+    with pytest.raises(ConfigError, match="`kind` must be 'standard', 'minmax', 'robust' or 'none'"):
         Normaliser(kind="zscore", loc=np.zeros(1), scale=np.ones(1), time_scale=1.0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs exactly the keys"):
         Normaliser.from_dict({"kind": "none"})
+
+
+def test_robust_normaliser_winsorises_a_mistyped_entry_and_round_trips() -> None:
+    # A pH-like channel: 999 values near 7.4 and one entry of 735 (a missing decimal point).
+    rng = np.random.default_rng(0)
+    ph = np.concatenate([7.4 + 0.05 * rng.standard_normal(999), [735.0]])
+    s = [Series(times=np.arange(ph.size, dtype=float), values=ph[:, None])]
+    n = Normaliser.fit(s, kind="robust")
+    q1, q3 = np.percentile(ph, [25, 75])
+    assert n.loc[0] == pytest.approx(np.median(ph)) and n.scale[0] == pytest.approx((q3 - q1) / 1.349)
+    hi = (np.percentile(ph, 99.9) - n.loc[0]) / n.scale[0]
+    assert n.clip[1, 0] == pytest.approx(hi)
+    z = n.values_to_model(ph[:, None])
+    assert z.max() == pytest.approx(hi) and np.abs(z[:999]).max() < 5  # the sliver is gone
+    lo, hi_value = np.percentile(ph, [0.1, 99.9])
+    inside = ph[(ph >= lo) & (ph <= hi_value), None]  # values within the bounds come back
+    np.testing.assert_allclose(n.values_from_model(n.values_to_model(inside)), inside, rtol=1e-12)
+    assert Normaliser.from_dict(n.to_dict()) == n
+    with pytest.raises(ConfigError, match=r"`clip` must be \(2, D\) finite bounds"):
+        Normaliser(kind="robust", loc=np.zeros(1), scale=np.ones(1), time_scale=1.0, clip=[[1.0], [0.0]])
