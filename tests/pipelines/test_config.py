@@ -178,10 +178,13 @@ def test_configs_with_flat_model_keys_load_as_the_nested_ones(name: str) -> None
     assert "encoder_hidden" in legacy_text and "[model.encoder]" not in legacy_text
     legacy = load_config(LEGACY / f"{name}.toml")
     shipped = load_config(CONFIGS / f"{name}.toml")
-    if name == "physionet":  # the shipped file has since turned the baseline anchor on
+    if name == "physionet":  # the shipped file has since turned the baseline anchor on and
+        # normalises robustly
         assert shipped.model.decoder.anchor and not legacy.model.decoder.anchor
-        shipped = shipped.model_copy(update={"model": shipped.model.model_copy(
-            update={"decoder": legacy.model.decoder})})
+        assert (shipped.data.normalisation, legacy.data.normalisation) == ("robust", "minmax")
+        shipped = shipped.model_copy(update={
+            "model": shipped.model.model_copy(update={"decoder": legacy.model.decoder}),
+            "data": shipped.data.model_copy(update={"normalisation": "minmax"})})
     assert legacy == shipped
     channels = ["a"] * (37 if name == "physionet" else 1)
     flat = tomllib.loads(legacy_text)["model"]
