@@ -23,6 +23,7 @@ Writes ``bench/results/physionet_p1.json`` (``--out``): pooled model/LOCF MSE an
 variable counts and errors for both tasks, the interpolation summary, the seed, the training
 seconds and the device.
 
+    python bench/physionet_p1.py --max-steps 1000 --train-seconds 1800 --seed 0   # the docs' runs
     python bench/physionet_p1.py --train-seconds 900 --seed 0
     python bench/physionet_p1.py --baselines-only          # the protocol and baselines alone
     python bench/physionet_p1.py --limit 400 --train-seconds 60   # a quick smoke run
@@ -185,8 +186,9 @@ class PerVariable:
 
 
 def train_model(train: list[Series], val: list[Series], channels: list[str], config_path: Path,
-                seconds: float, seed: int, device: str) -> tuple[Any, float]:
-    """Train the pipeline's model on ``train`` (early stopping on ``val``) for ``seconds``."""
+                seconds: float, steps: int | None, seed: int, device: str) -> tuple[Any, float, int]:
+    """Train the pipeline's model on ``train`` (early stopping on ``val``) for at most
+    ``seconds`` and ``steps``; returns the forecaster, the seconds and the steps taken."""
     import tomllib
 
     from latent_ode import Normaliser
@@ -196,6 +198,8 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
 
     raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
     raw["train"] = {**raw.get("train", {}), "max_time_s": seconds, "seed": seed, "progress": False}
+    if steps is not None:
+        raw["train"]["max_steps"] = steps
     cfg = parse_config(raw, source=str(config_path))
     # The model's normalisation is the config's (physionet.toml: P1's min-max), fitted on
     # train + val as P1's scaling is.
@@ -205,7 +209,7 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
                         source=DataSource(kind="physionet", uri="P1 split of sets A+B"))
     start = time.perf_counter()
     result = train_step(cfg, data, device=device)
-    return result.forecaster, time.perf_counter() - start
+    return result.forecaster, time.perf_counter() - start, result.result.steps
 
 
 def predict(forecaster: Any, tasks: list[Task], batch: int, num_samples: int
@@ -263,6 +267,8 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "pipelines" / "configs" / "physionet.toml",
                    help="pipeline config whose [model], [solver] and [train] build the model")
     p.add_argument("--train-seconds", type=float, default=900.0, help="training time budget")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="training step budget (deterministic per seed, unlike a time budget)")
     p.add_argument("--seed", type=int, default=0, help="model seed (one seed per run)")
     p.add_argument("--split-seed", type=int, default=42)
     p.add_argument("--interp-seed", type=int, default=0, help="seed of the hidden halves")
@@ -301,11 +307,12 @@ def main() -> None:
     for t in i_tasks:
         ip["linear"].add(scaling.scale(linear(t, fallback)), scaling.scale(t.target))
 
-    train_seconds = 0.0
+    train_seconds, train_steps = 0.0, 0
     cover = {"forecast": Coverage(), "interp": Coverage()}
     if not args.baselines_only:
-        forecaster, train_seconds = train_model(train, val, channels, args.config, args.train_seconds,
-                                                args.seed, args.device)
+        forecaster, train_seconds, train_steps = train_model(
+            train, val, channels, args.config, args.train_seconds, args.max_steps, args.seed,
+            args.device)
         for t, (mean, inside) in zip(f_tasks, predict(forecaster, f_tasks, args.batch,
                                                       args.num_samples), strict=True):
             fc["model"].add(scaling.scale(mean), scaling.scale(t.target))
@@ -357,6 +364,8 @@ def main() -> None:
         "interp_seed": args.interp_seed,
         "config": str(args.config),
         "train_seconds": train_seconds,
+        "train_steps": train_steps,
+        "max_steps": args.max_steps,
         "device": args.device if args.device != "cpu" else
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s))",
     }
