@@ -195,7 +195,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     data, _ = _data_for(args, default_run=tags.get(tracking.TAG_DATA_RUN))
     forecaster = load_forecaster_from_run(args.train_run, device=device)
     st = evaluate_stage(cfg, forecaster, data, train_run_id=args.train_run)
-    _say(f"evaluate run {st.run_id}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(st.value.items())))
+    pooled = {k: v for k, v in st.value.items() if k.count("/") == 2}  # not per channel or bin
+    _say(f"evaluate run {st.run_id}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(pooled.items())))
 
 
 def _cmd_register(args: argparse.Namespace) -> None:
@@ -227,7 +228,8 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config)
     result = run_pipeline(cfg, device=_settings_device(args), resume=args.resume,
                           force=args.force, config_source=str(args.config))
-    keys = [k for k in ("val_loss", "test_interp_mse", "test_extrap_mse", "test_coverage_90")
+    keys = [k for k in ("val_loss", "test/interp/mse", "test/interp/skill", "test/forecast/mse",
+                        "test/forecast/skill", "test/forecast/coverage_90")
             if k in result.metrics]
     _say(f"pipeline run {result.parent_run_id}: "
          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in keys))

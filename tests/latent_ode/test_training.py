@@ -219,14 +219,14 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     m = evaluate(fc, test, num_samples=16, seed=0).metrics
     assert result.steps == 400
     # Linear interpolation scores about 0.12 here; the model must reach under 0.75 of that.
-    assert m["interp_mse_heldout"] < 0.75 * m["linear_interp_mse"], m
+    assert m["interp/mse"] < 0.75 * m["interp/baseline_mse"], m
     # And it forecasts: far better than carrying the last observation forward.
-    assert m["extrap_mse"] < 0.5 * m["locf_extrap_mse"], m
+    assert m["forecast/mse"] < 0.5 * m["forecast/baseline_mse"], m
     # Calibrated noise makes the 90% interval cover about 90% of held-out points in each regime
     # (0.93 and 0.92 here). The forecast errs more than the interpolation (about 0.09 against
     # 0.05), and its noise, calibrated apart, says so.
-    assert 0.8 < m["interp_coverage_90"] < 0.98, m
-    assert 0.8 < m["extrap_coverage_90"] < 0.98, m
+    assert 0.8 < m["interp/coverage_90"] < 0.98, m
+    assert 0.8 < m["forecast/coverage_90"] < 0.98, m
     assert fc.extrap_noise_std[0] > 1.2 * fc.noise_std[0], (fc.noise_std, fc.extrap_noise_std)
 
 
