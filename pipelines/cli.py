@@ -352,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(rg)
     rg.add_argument("--train-run", required=True, metavar="RUN_ID", help="the train run")
     rg.add_argument("--evaluate-run", metavar="RUN_ID",
-                    help="an evaluate run whose test metrics to add (needed when "
-                         "register.metric is a test_* metric)")
+                    help="an evaluate run whose val/... and test/... metrics to add (needed "
+                         "for the skill gate, register.require_skill, and when register.metric "
+                         "is one of them)")
     rg.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                     help="take `champion` regardless of the metric")
     rg.set_defaults(func=_cmd_register)
