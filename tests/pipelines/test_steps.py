@@ -356,3 +356,10 @@ def test_only_the_tiny_smoke_config_turns_the_skill_gate_off() -> None:
     gates = {p.stem: load_config(p).registry.require_skill for p in CONFIGS.glob("*.toml")}
     assert gates.pop("periodic-tiny") is False
     assert gates and all(gates.values()), gates
+
+
+def test_plot_forecasts_names_a_wrong_mode(tiny_data) -> None:
+    from pipelines.plots import plot_forecasts
+
+    with pytest.raises(ValueError, match=r"`mode` must be 'forecast' or 'interp'; got 'backcast'\."):
+        plot_forecasts(None, tiny_data.test[:1], mode="backcast")
