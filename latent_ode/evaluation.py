@@ -118,7 +118,9 @@ class RegimeScores:
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics, named ``<regime>/<stat>`` (pooled), ``<regime>/<stat>/<channel>``,
-        ``<regime>/coverage_90/h<k>`` and ``<regime>/horizon_mse/h<k>`` (see :func:`evaluate`)."""
+        ``<regime>/coverage_90/h<k>`` and ``<regime>/horizon_mse/h<k>`` (see :func:`evaluate`);
+        channels without held-out values and empty horizon bins are left out (only their count,
+        0, is given for a bin)."""
         r = self.regime
         out = {f"{r}/{s}": self.pooled(s) for s in _PER_CHANNEL}
         out |= {f"{r}/count": float(self.count.sum()), f"{r}/nll": self.nll,
@@ -131,10 +133,12 @@ class RegimeScores:
                 out[f"{r}/{s}/{ch}"] = float(getattr(self, s)[j])
         for k in range(HORIZON_BINS):
             h = f"h{k + 1}"
+            out[f"{r}/horizon_count/{h}"] = float(self.horizon_count[k])
+            if self.horizon_count[k] == 0:
+                continue  # an empty bin has no error or coverage
             out[f"{r}/coverage_90/{h}"] = float(self.horizon_coverage_90[k])
             out[f"{r}/horizon_mse/{h}"] = float(self.horizon_mse[k])
             out[f"{r}/horizon_baseline_mse/{h}"] = float(self.horizon_baseline_mse[k])
-            out[f"{r}/horizon_count/{h}"] = float(self.horizon_count[k])
         return out
 
 
@@ -232,7 +236,8 @@ def evaluate(
     - per channel: ``<r>/<stat>/<channel>`` for the stats above that have one, and
       ``<r>/count/<channel>`` (channels without held-out values are left out);
     - per fifth of the horizon: ``<r>/coverage_90/h<k>``, ``<r>/horizon_mse/h<k>``,
-      ``<r>/horizon_baseline_mse/h<k>``, ``<r>/horizon_count/h<k>``, k = 1 (nearest) .. 5.
+      ``<r>/horizon_baseline_mse/h<k>``, ``<r>/horizon_count/h<k>``, k = 1 (nearest) .. 5
+      (an empty bin has only its count).
 
     Args:
         forecaster: the trained model.
