@@ -196,7 +196,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     data, _ = _data_for(args, default_run=tags.get(tracking.TAG_DATA_RUN))
     forecaster = load_forecaster_from_run(args.train_run, device=device)
     st = evaluate_stage(cfg, forecaster, data, train_run_id=args.train_run)
-    _say(f"evaluate run {st.run_id}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(st.value.items())))
+    pooled = {k: v for k, v in st.value.items() if k.count("/") == 2}  # not per channel or bin
+    _say(f"evaluate run {st.run_id}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(pooled.items())))
 
 
 def _cmd_register(args: argparse.Namespace) -> None:
@@ -273,7 +274,8 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
         _say(block)
     result = run_pipeline(cfg, device=_settings_device(args), resume=args.resume,
                           force=args.force, config_source=source, derived_settings=block)
-    keys = [k for k in ("val_loss", "test_interp_mse", "test_extrap_mse", "test_coverage_90")
+    keys = [k for k in ("val_loss", "test/interp/mse", "test/interp/skill", "test/forecast/mse",
+                        "test/forecast/skill", "test/forecast/coverage_90")
             if k in result.metrics]
     _say(f"pipeline run {result.parent_run_id} in experiment {cfg.mlflow.experiment!r}: "
          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in keys))
@@ -406,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(rg)
     rg.add_argument("--train-run", required=True, metavar="RUN_ID", help="the train run")
     rg.add_argument("--evaluate-run", metavar="RUN_ID",
-                    help="an evaluate run whose test metrics to add (needed when "
-                         "register.metric is a test_* metric)")
+                    help="an evaluate run whose val/... and test/... metrics to add (needed "
+                         "for the skill gate, register.require_skill, and when register.metric "
+                         "is one of them)")
     rg.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                     help="take `champion` regardless of the metric")
     rg.set_defaults(func=_cmd_register)

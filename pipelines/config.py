@@ -176,11 +176,14 @@ class EvaluateSection(_Section):
 
 
 class RegisterSection(_Section):
-    """Registry: model name and the metric (lower is better) that decides the champion."""
+    """Registry: model name, the metric (lower is better) that decides the champion, and the
+    skill gate: with ``require_skill`` a version whose validation skill (``val/interp/skill``,
+    ``val/forecast/skill``) is negative or unknown never takes the alias unless forced."""
 
     model_name: str = Field("latent-ode", min_length=1)
     metric: str = Field("val_loss", min_length=1)
     alias: str = Field("champion", min_length=1)
+    require_skill: bool = True
 
 
 class MlflowSection(_Section):

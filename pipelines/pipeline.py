@@ -9,9 +9,12 @@ ingest     params (flattened config), ``config.json``, dataset inputs (train/val
 train      params, ``config.json``, environment tags, every training metric per step/epoch,
            checkpoints ``checkpoints/`` (uploaded after each epoch), the forecaster
            ``forecaster/`` (``Forecaster.save``); tag ``latent_ode.data_run_id``
-evaluate   params, ``val_*``/``test_*`` metrics, PNG plots ``plots/``; tag of the train run
+evaluate   params, held-out metrics ``val/...`` and ``test/...`` (``<split>/<regime>/<stat>``,
+           see ``docs/pipelines.md``), PNG plots ``plots/`` (forecasts and interpolations of test
+           series, per-channel skill, error and coverage against the horizon); tag of the train run
 register   params, the candidate's metrics, the pyfunc model ``model``, a registry version and,
-           when it is better (or forced), the ``champion`` alias; tags with the decision
+           when its validation skill is not negative and it is better (or forced), the
+           ``champion`` alias; tags with the decision
 =========  =====================================================================================
 
 :func:`run_pipeline` runs the four under one parent run. Later steps read earlier steps'

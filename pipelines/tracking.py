@@ -16,7 +16,7 @@ import platform
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,11 +219,13 @@ def find_runs(filter_string: str, *, experiment: str) -> list[Run]:
 
 @dataclass(frozen=True)
 class Champion:
-    """The version that holds the alias, with its run's value of the comparison metric."""
+    """The version that holds the alias, with its run's value of the comparison metric and all
+    its run's metrics (a champion registered before a metric was renamed lacks the new name)."""
 
     version: str
     run_id: str
     metric: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class MlflowRegistry:
@@ -247,10 +249,11 @@ class MlflowRegistry:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
                 return None
             raise
-        value = None
+        metrics: dict[str, float] = {}
         if mv.run_id:
-            value = self.client.get_run(mv.run_id).data.metrics.get(metric)
-        return Champion(version=str(mv.version), run_id=mv.run_id or "", metric=value)
+            metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+        return Champion(version=str(mv.version), run_id=mv.run_id or "",
+                        metric=metrics.get(metric), metrics=metrics)
 
     def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str:
         """Log the pyfunc model in the active run and register it as a new version.

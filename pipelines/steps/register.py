@@ -1,4 +1,15 @@
-"""Register: a new model version, and the ``champion`` alias only if it is better.
+"""Register: a new model version, and the ``champion`` alias only if it beats doing nothing and
+the current champion.
+
+Two checks, in order (unless forced):
+
+1. the skill gate (``[register] require_skill``, on by default): the new version's validation
+   skill in each regime, ``val/interp/skill`` (against linear interpolation) and
+   ``val/forecast/skill`` (against LOCF), must be known and not negative;
+2. the comparison: the configured metric (lower is better) must beat the champion's. A champion
+   whose run does not carry that metric (registered before it was named so) is compared on the
+   first of :data:`COMPARABLE` that both carry; with none in common the alias stays, so a renamed
+   metric never promotes by default.
 
 The decision (:func:`decide_promotion`) is a pure function; :func:`register` drives any object
 with the :class:`Registry` methods (MLflow's registry in production, a fake in tests). A failure
@@ -16,14 +27,21 @@ from typing import Protocol
 from latent_ode.errors import ConfigError
 from pipelines.config import PipelineConfig
 
-__all__ = ["Decision", "RegisterResult", "Registry", "decide_promotion", "register"]
+__all__ = ["COMPARABLE", "SKILL_METRICS", "Decision", "RegisterResult", "Registry",
+           "decide_promotion", "register"]
 
 logger = logging.getLogger(__name__)
+
+SKILL_METRICS = ("val/interp/skill", "val/forecast/skill")
+"""The validation skills the gate reads (``1 - model MSE / baseline MSE``, pooled over channels)."""
+COMPARABLE = ("val/forecast/mse", "val/interp/mse", "val_loss")
+"""Lower-is-better metrics to compare on, in order, when the champion lacks the configured one."""
 
 
 class _Champion(Protocol):
     version: str
     metric: float | None
+    metrics: dict[str, float]
 
 
 class Registry(Protocol):
@@ -60,41 +78,73 @@ class RegisterResult:
     value: float
 
 
+def _skill_gate(metrics: dict[str, float], alias: str) -> str | None:
+    """Why the gate refuses ``alias`` to a version with ``metrics``, or None when it passes."""
+    for name in SKILL_METRICS:
+        value = metrics.get(name)
+        if value is None:
+            return (f"{name} is missing, so nothing shows the model beats doing nothing (evaluate "
+                    f"the validation split: `latent-ode evaluate`, then `register --evaluate-run`)"
+                    f"; `{alias}` stays unchanged; use --force to promote anyway")
+        if not (math.isfinite(value) and value >= 0.0):
+            regime = name.split("/")[1]
+            baseline = "linear interpolation" if regime == "interp" else "LOCF"
+            return (f"{name} = {value:.4g} < 0: on the validation split the model is worse than "
+                    f"{baseline}; `{alias}` stays unchanged; use --force to promote anyway")
+    return None
+
+
 def decide_promotion(
     *,
     metric: str,
-    new_value: float,
+    new_metrics: dict[str, float],
     champion_version: str | None,
-    champion_value: float | None,
+    champion_metrics: dict[str, float] | None,
     force: bool,
     alias: str = "champion",
+    require_skill: bool = True,
 ) -> Decision:
-    """Decide whether a new version with ``new_value`` of ``metric`` (lower is better) takes ``alias``.
+    """Decide whether a new version takes ``alias``: the skill gate, then ``metric`` (lower is
+    better) against the champion's (see the module docstring).
 
     Args:
-        metric: the metric name, for the reason.
-        new_value: the new version's value.
+        metric: the configured comparison metric; ``new_metrics`` has it.
+        new_metrics: the new version's metrics.
         champion_version: the current holder of the alias, or ``None``.
-        champion_value: its value of ``metric``, or ``None`` when its run did not log it.
-        force: promote regardless of the comparison.
+        champion_metrics: its run's metrics (``None`` or empty when it logged none).
+        force: promote regardless of the gate and the comparison.
         alias: the alias name, for the reason.
+        require_skill: apply the skill gate.
     """
+    new_value = new_metrics[metric]
     if force:
-        return Decision(True, f"forced (--force): takes `{alias}` regardless of {metric}")
+        return Decision(True, f"forced (--force): takes `{alias}` regardless of {metric}"
+                              + (" and of the validation skill" if require_skill else ""))
     if not math.isfinite(new_value):
         return Decision(False, f"{metric} = {new_value} is not finite; `{alias}` stays unchanged")
+    if require_skill and (why := _skill_gate(new_metrics, alias)) is not None:
+        return Decision(False, why)
     if champion_version is None:
         return Decision(True, f"no current `{alias}`; the new version takes it ({metric} = "
                               f"{new_value:.6g})")
-    if champion_value is None or not math.isfinite(champion_value):
-        return Decision(True, f"current `{alias}` (version {champion_version}) has no finite "
-                              f"{metric}; the new version ({metric} = {new_value:.6g}) takes it")
-    if new_value < champion_value:
-        return Decision(True, f"{metric} {new_value:.6g} < {champion_value:.6g} of current "
-                              f"`{alias}` version {champion_version} (lower is better)")
-    return Decision(False, f"{metric} {new_value:.6g} is not better than {champion_value:.6g} of "
-                           f"current `{alias}` version {champion_version} (lower is better); "
-                           "use --force to promote anyway")
+    champ = {k: v for k, v in (champion_metrics or {}).items() if math.isfinite(v)}
+    on, note = metric, ""
+    if metric not in champ:
+        common = [m for m in COMPARABLE if m in champ and m in new_metrics
+                  and math.isfinite(new_metrics[m])]
+        if not common:
+            return Decision(False, f"current `{alias}` version {champion_version} has no finite "
+                                   f"{metric} nor any of {list(COMPARABLE)} to compare on; "
+                                   f"`{alias}` stays unchanged; use --force to promote anyway")
+        on = common[0]
+        note = f"; compared on {on}, since version {champion_version} has no {metric}"
+    new, old = new_metrics[on], champ[on]
+    if new < old:
+        return Decision(True, f"{on} {new:.6g} < {old:.6g} of current `{alias}` version "
+                              f"{champion_version} (lower is better{note})")
+    return Decision(False, f"{on} {new:.6g} is not better than {old:.6g} of current `{alias}` "
+                           f"version {champion_version} (lower is better{note}); use --force to "
+                           "promote anyway")
 
 
 def register(
@@ -108,11 +158,11 @@ def register(
     """Register the forecaster in ``forecaster_dir`` and move the alias if it is better.
 
     Args:
-        cfg: the pipeline config (``[register]``: metric to compare).
+        cfg: the pipeline config (``[register]``: metric to compare, skill gate).
         forecaster_dir: the folder written by ``Forecaster.save``.
         metrics: the candidate's metrics (train and evaluate), containing ``cfg.register.metric``.
         registry: where to register.
-        force: promote regardless of the comparison.
+        force: promote regardless of the skill gate and the comparison.
 
     Raises:
         ConfigError: ``metrics`` lacks the configured comparison metric (nothing is registered).
@@ -129,10 +179,10 @@ def register(
     version = registry.log_and_register(forecaster_dir, metrics)
     try:
         decision = decide_promotion(
-            metric=metric, new_value=new_value,
+            metric=metric, new_metrics={k: float(v) for k, v in metrics.items()},
             champion_version=champion.version if champion else None,
-            champion_value=champion.metric if champion else None,
-            force=force, alias=registry.alias,
+            champion_metrics=champion.metrics if champion else None,
+            force=force, alias=registry.alias, require_skill=cfg.registry.require_skill,
         )
         registry.tag_version(version, metric, repr(new_value))
         if decision.promote:

@@ -100,8 +100,8 @@ def test_training_on_cuda_beats_linear_interpolation_and_loads_on_cpu(cuda_devic
     assert result.steps == 400
     assert fc.device.type == "cuda"
     m = evaluate(fc, test, num_samples=16, seed=0).metrics
-    assert m["interp_mse_heldout"] < 0.75 * m["linear_interp_mse"], m
-    assert m["extrap_mse"] < 0.5 * m["locf_extrap_mse"], m
+    assert m["interp/mse"] < 0.75 * m["interp/baseline_mse"], m
+    assert m["forecast/mse"] < 0.5 * m["forecast/baseline_mse"], m
 
     fc.save(tmp_path / "model")
     cpu = Forecaster.load(tmp_path / "model", device="cpu")

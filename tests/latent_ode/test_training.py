@@ -239,16 +239,16 @@ def test_training_beats_linear_interpolation_on_held_out_points() -> None:
     m = evaluate(fc, test, num_samples=16, seed=0).metrics
     assert result.steps == 400
     # Linear interpolation scores about 0.12 here; the model must reach under 0.75 of that.
-    assert m["interp_mse_heldout"] < 0.75 * m["linear_interp_mse"], m
+    assert m["interp/mse"] < 0.75 * m["interp/baseline_mse"], m
     # And it forecasts: far better than carrying the last observation forward.
-    assert m["extrap_mse"] < 0.5 * m["locf_extrap_mse"], m
+    assert m["forecast/mse"] < 0.5 * m["forecast/baseline_mse"], m
     # Calibrated noise makes the 90% interval cover about 90% of held-out points in each regime.
     # The forecast errs more than the interpolation (about 0.09 against 0.05), more the further
     # out it reaches, and its noise, calibrated apart and growing with the gap, says so: half a
     # time unit out (the middle of the forecast window) against a twentieth of one (a typical
     # gap between observations).
-    assert 0.8 < m["interp_coverage_90"] < 0.98, m
-    assert 0.8 < m["extrap_coverage_90"] < 0.98, m
+    assert 0.8 < m["interp/coverage_90"] < 0.98, m
+    assert 0.8 < m["forecast/coverage_90"] < 0.98, m
     from latent_ode.forecaster import EXTRAPOLATION, INTERPOLATION
 
     def noise_at(base: np.ndarray, regime: int, gap: float) -> float:

@@ -144,17 +144,17 @@ def test_steps_run_on_their_own(mlflow_env: str, tmp_path: Path,
         "train", "--config", cfg, "--data-run", ingest_id)).group(1)
     assert (tmp_path / "runs" / train_id / "checkpoints" / "last.pt").is_file()
     # evaluate finds the data through the train run's tag, or takes the local folder.
-    eval_id = re.search(r"evaluate run (\w+): .*test_interp_mse=", run(
+    eval_id = re.search(r"evaluate run (\w+): .*test/interp/mse=", run(
         "evaluate", "--config", cfg, "--train-run", train_id)).group(1)
     out = run("evaluate", "--config", cfg, "--train-run", train_id, "--data", "split")
-    assert "test_extrap_mse=" in out
+    assert "test/forecast/mse=" in out and "val/forecast/skill=" in out
     out = run("register", "--config", cfg, "--train-run", train_id, "--evaluate-run", eval_id)
     assert f"\nregistered {name} version 1, promoted to champion: no current" in out
 
     client = MlflowClient()
     assert client.get_run(train_id).data.tags["latent_ode.data_run_id"] == ingest_id
     reg_run = client.get_run(client.get_model_version(name, "1").run_id)
-    assert "test_interp_mse" in reg_run.data.metrics and "val_loss" in reg_run.data.metrics
+    assert "test/interp/mse" in reg_run.data.metrics and "val_loss" in reg_run.data.metrics
 
 
 def test_an_unknown_run_is_one_line_and_exit_2(mlflow_env: str, tmp_path: Path,

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from pipelines.cli import main
 from pipelines.config import flatten_params, load_config, parse_config, unflatten_params
 from pipelines.pipeline import PipelineResult, run_pipeline
-from tests.pipelines.test_config import write_config
+from tests.pipelines.test_config import tiny_config, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,11 +77,21 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
         "data/train.parquet", "data/val.parquet", "data/test.parquet", "data/split.json"}
 
     evaluate = steps["evaluate"]
-    for key in ("test_interp_mse", "test_extrap_mse", "test_interp_nll", "test_coverage_90",
-                "test_locf_extrap_mse", "test_linear_interp_mse"):
-        assert np.isfinite(evaluate.data.metrics[key]), key
-    plots = [a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")]
-    assert len(plots) == cfg.evaluate.num_plots and all(p.endswith(".png") for p in plots)
+    for split in ("val", "test"):
+        for key in ("interp/mse", "interp/skill", "interp/baseline_mse", "forecast/mse",
+                    "forecast/skill", "forecast/baseline_mse", "forecast/coverage_90",
+                    "interp/mae_units/x", "forecast/skill/x"):
+            assert np.isfinite(evaluate.data.metrics[f"{split}/{key}"]), (split, key)
+    # Held-out metrics reach the parent run and the register run (the version's metrics).
+    assert result.metrics["val/forecast/skill"] == pytest.approx(
+        evaluate.data.metrics["val/forecast/skill"])
+    assert "val/interp/skill" in steps["register"].data.metrics
+    plots = {a.path.removeprefix("plots/")
+             for a in client.list_artifacts(evaluate.info.run_id, "plots")}
+    charts = {"test_channel_skill.png", "test_horizon_error.png", "test_horizon_coverage.png"}
+    assert charts <= plots and all(p.endswith(".png") for p in plots)
+    assert len([p for p in plots if p.startswith("series_")]) == cfg.evaluate.num_plots
+    assert len([p for p in plots if p.startswith("interp_series_")]) == cfg.evaluate.num_plots
 
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.run_id == steps["register"].info.run_id
@@ -162,3 +172,94 @@ def test_pipeline_with_the_embedded_default_store(
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     _check_pipeline(MlflowClient(), result, cfg, name)
     _check_served_predictions(result, name)
+
+
+def test_register_gate_and_renamed_metrics_in_a_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The skill gate and the comparison on a metric both versions carry, through MLflow's own
+    registry (SQLite store in tmp_path): champion metrics are read back from the version's run."""
+    from latent_ode import EncoderConfig, Forecaster, ModelConfig, Normaliser
+    from pipelines.pipeline import register_stage
+    from pipelines.sources.periodic import periodic
+    from pipelines.tracking import MlflowRegistry
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    name = "latent-ode-gate"
+    try:
+        mlflow.set_experiment("gate")
+        data = periodic(4, n_times=10, seed=0)
+        fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=2,
+                                           encoder=EncoderConfig(hidden=4, units=4)),
+                               Normaliser.fit(data), channels=["x"], time_unit="s", seed=0)
+        cfg = parse_config(tiny_config(register={"model_name": name, "require_skill": True,
+                                                 "metric": "val/forecast/mse"}))
+        good = {"val/interp/skill": 0.1, "val/forecast/skill": 0.2}
+
+        def reg(metrics: dict[str, float], force: bool = False):
+            return register_stage(cfg, fc, metrics, force=force).value
+
+        client = MlflowClient()
+        old = reg({"val_loss": 2.0, "val_extrap_mse": 0.5, "val/forecast/mse": 0.3} | good,
+                  force=True)
+        assert old.promoted
+        champ = MlflowRegistry(name).champion("val/forecast/mse")
+        assert champ is not None and champ.metrics["val_loss"] == 2.0
+
+        losing = reg({"val_loss": 1.0, "val/forecast/mse": 0.1, "val/interp/skill": -0.2,
+                      "val/forecast/skill": 0.3})
+        assert not losing.promoted
+        assert losing.reason.startswith("val/interp/skill = -0.2 < 0")
+        run = client.get_run(client.get_model_version(name, losing.version).run_id)
+        assert run.data.tags["promoted"] == "false"
+        assert run.data.tags["promotion_reason"] == losing.reason
+        assert str(client.get_model_version_by_alias(name, "champion").version) == old.version
+
+        better = reg({"val_loss": 1.5, "val/forecast/mse": 0.2} | good)
+        assert better.promoted, better.reason
+        assert better.reason == (f"val/forecast/mse 0.2 < 0.3 of current `champion` version "
+                                 f"{old.version} (lower is better)")
+        assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_champion_without_the_configured_metric_is_compared_on_val_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A champion whose run predates the metric's name: compared on val_loss, which both carry;
+    with nothing in common, the alias stays."""
+    from latent_ode import EncoderConfig, Forecaster, ModelConfig, Normaliser
+    from pipelines.pipeline import register_stage
+    from pipelines.sources.periodic import periodic
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    name = "latent-ode-renamed"
+    try:
+        mlflow.set_experiment("renamed")
+        data = periodic(4, n_times=10, seed=0)
+        fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=2,
+                                           encoder=EncoderConfig(hidden=4, units=4)),
+                               Normaliser.fit(data), channels=["x"], time_unit="s", seed=0)
+        old_cfg = parse_config(tiny_config(register={"model_name": name}))  # val_loss, no gate
+        new_cfg = parse_config(tiny_config(register={"model_name": name, "require_skill": True,
+                                                     "metric": "val/forecast/mse"}))
+        good = {"val/interp/skill": 0.1, "val/forecast/skill": 0.2, "val/forecast/mse": 0.1}
+        first = register_stage(old_cfg, fc, {"val_loss": 2.0, "test_extrap_mse": 0.4}).value
+        assert first.promoted
+        worse = register_stage(new_cfg, fc, {"val_loss": 3.0} | good).value
+        assert not worse.promoted
+        assert worse.reason.endswith(f"(lower is better; compared on val_loss, since version "
+                                     f"{first.version} has no val/forecast/mse); use --force to "
+                                     "promote anyway")
+        better = register_stage(new_cfg, fc, {"val_loss": 1.0} | good).value
+        assert better.promoted, better.reason
+        assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == better.version
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -12,8 +12,9 @@ import pytest
 
 from latent_ode import Normaliser, Series
 from latent_ode.errors import ConfigError, DataError
-from pipelines.config import parse_config
+from pipelines.config import load_config, parse_config
 from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
+from pipelines.steps.evaluate import metric_name
 from pipelines.steps.ingest import split_by_series
 from pipelines.steps.train import summary_metrics, training_device, world_size
 from tests.pipelines.test_config import tiny_config
@@ -98,16 +99,34 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     assert result.forecaster.metadata["metrics"] == result.metrics
 
     ev = evaluate(tiny_cfg, result.forecaster, tiny_data)
-    for key in ("test_interp_mse", "test_extrap_mse", "test_interp_nll", "test_coverage_90",
-                "test_locf_extrap_mse", "test_linear_interp_mse"):
-        assert math.isfinite(ev.metrics[key]), key
-    assert 0.0 <= ev.metrics["test_coverage_90"] <= 1.0
+    for split in ("val", "test"):
+        for regime in ("interp", "forecast"):
+            for stat in ("mse", "mae", "mae_units", "baseline_mse", "baseline_mae", "skill",
+                         "nll", "coverage_90", "skill/x", "mse/x", "horizon_count/h1"):
+                key = f"{split}/{regime}/{stat}"
+                assert math.isfinite(ev.metrics[key]), key
+            m = {k.removeprefix(f"{split}/"): v for k, v in ev.metrics.items()
+                 if k.startswith(f"{split}/")}
+            assert m == pytest.approx(ev.results[split].metrics)
+            assert 0.0 <= m[f"{regime}/coverage_90"] <= 1.0
+            assert m[f"{regime}/skill"] == pytest.approx(
+                1 - m[f"{regime}/mse"] / m[f"{regime}/baseline_mse"])
+    # The training objective's check keeps its own names; evaluate does not produce them.
+    assert not any(k.startswith(("val_", "test_")) for k in ev.metrics)
     names = [name for name, _ in ev.figures]
     test_ids = [s.id for s in tiny_data.test[:2]]
-    assert names == [f"series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)]
+    assert names == (["test_channel_skill.png", "test_horizon_error.png",
+                      "test_horizon_coverage.png"]
+                     + [f"series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)]
+                     + [f"interp_series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)])
     for name, fig in ev.figures:
         fig.savefig(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_metric_names_are_safe_for_mlflow() -> None:
+    assert metric_name("test", "interp/mse/HR") == "test/interp/mse/HR"
+    assert metric_name("val", "forecast/mae_units/SpO2 (%)") == "val/forecast/mae_units/SpO2 ___"
 
 
 def test_training_device_takes_the_flag_else_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,6 +160,9 @@ def test_world_size_comes_from_torchrun(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 # ------------------------------------------------------------------------------- register
+SKILLED = {"val/interp/skill": 0.2, "val/forecast/skill": 0.1}
+
+
 @pytest.mark.parametrize(
     ("new", "version", "champ", "force", "promote", "reason"),
     [
@@ -151,12 +173,85 @@ def test_world_size_comes_from_torchrun(monkeypatch: pytest.MonkeyPatch) -> None
         (1.0, "3", 1.0, False, False, r"is not better than"),
         (2.0, "3", 1.0, True, True, r"forced \(--force\)"),
         (float("nan"), None, None, False, False, r"val_loss = nan is not finite"),
-        (1.0, "3", None, False, True, r"current `champion` \(version 3\) has no finite val_loss"),
     ],
 )
 def test_decide_promotion(new, version, champ, force, promote, reason) -> None:
-    d = decide_promotion(metric="val_loss", new_value=new, champion_version=version,
-                         champion_value=champ, force=force)
+    d = decide_promotion(metric="val_loss", new_metrics={"val_loss": new} | SKILLED,
+                         champion_version=version,
+                         champion_metrics=None if champ is None else {"val_loss": champ},
+                         force=force)
+    assert d.promote is promote
+    assert re.search(reason, d.reason), d.reason
+
+
+@pytest.mark.parametrize(
+    ("skills", "reason"),
+    [
+        ({"val/interp/skill": -0.01, "val/forecast/skill": 0.3},
+         r"^val/interp/skill = -0\.01 < 0: on the validation split the model is worse than linear "
+         r"interpolation; `champion` stays unchanged; use --force to promote anyway$"),
+        ({"val/interp/skill": 0.3, "val/forecast/skill": -2.0},
+         r"^val/forecast/skill = -2 < 0: on the validation split the model is worse than LOCF;"),
+        ({"val/interp/skill": 0.3, "val/forecast/skill": float("nan")},
+         r"^val/forecast/skill = nan < 0"),
+        ({"val/interp/skill": 0.3},
+         r"^val/forecast/skill is missing, so nothing shows the model beats doing nothing "
+         r"\(evaluate the validation split: `latent-ode evaluate`, then `register "
+         r"--evaluate-run`\); `champion` stays unchanged; use --force"),
+    ],
+)
+def test_a_version_worse_than_a_baseline_never_takes_the_alias(skills, reason) -> None:
+    # Even with no champion at all, and with a far better comparison metric.
+    for version, champ in ((None, None), ("3", {"val_loss": 9.0})):
+        d = decide_promotion(metric="val_loss", new_metrics={"val_loss": 1.0} | skills,
+                             champion_version=version, champion_metrics=champ, force=False)
+        assert d.promote is False
+        assert re.search(reason, d.reason), d.reason
+    forced = decide_promotion(metric="val_loss", new_metrics={"val_loss": 1.0} | skills,
+                              champion_version="3", champion_metrics={"val_loss": 0.5}, force=True)
+    assert forced.promote is True
+    assert forced.reason == ("forced (--force): takes `champion` regardless of val_loss and of "
+                             "the validation skill")
+    # A zero skill ties with the baseline: allowed.
+    tie = decide_promotion(metric="val_loss", new_metrics={"val_loss": 1.0, "val/interp/skill": 0.0,
+                                                           "val/forecast/skill": 0.0},
+                           champion_version=None, champion_metrics=None, force=False)
+    assert tie.promote is True
+
+
+def test_the_gate_can_be_turned_off_by_the_config() -> None:
+    d = decide_promotion(metric="val_loss", new_metrics={"val_loss": 1.0, "val/interp/skill": -1.0},
+                         champion_version=None, champion_metrics=None, force=False,
+                         require_skill=False)
+    assert d.promote is True
+
+
+@pytest.mark.parametrize(
+    ("champ", "new", "promote", "reason"),
+    [
+        # The champion predates the configured name: compared on the first metric both carry.
+        ({"val_loss": 2.0, "val_extrap_mse": 0.1}, {"val_loss": 1.0}, True,
+         r"^val_loss 1 < 2 of current `champion` version 3 \(lower is better; compared on "
+         r"val_loss, since version 3 has no val/forecast/mse\)$"),
+        ({"val_loss": 0.5, "val/interp/mse": 0.9}, {"val_loss": 1.0, "val/interp/mse": 0.4}, True,
+         r"^val/interp/mse 0\.4 < 0\.9 .*compared on val/interp/mse"),
+        ({"val_loss": 0.5}, {"val_loss": 1.0}, False,
+         r"^val_loss 1 is not better than 0\.5 .*compared on val_loss, since version 3 has no "
+         r"val/forecast/mse\); use --force"),
+        # Nothing in common (only an old name, or nothing at all): a rename never promotes.
+        ({"val_extrap_mse": 9.0}, {"val_loss": 1.0}, False,
+         r"^current `champion` version 3 has no finite val/forecast/mse nor any of "
+         r"\['val/forecast/mse', 'val/interp/mse', 'val_loss'\] to compare on; `champion` stays "
+         r"unchanged; use --force to promote anyway$"),
+        ({}, {"val_loss": 1.0}, False, r"has no finite val/forecast/mse nor any of"),
+        (None, {"val_loss": 1.0}, False, r"has no finite val/forecast/mse nor any of"),
+    ],
+)
+def test_a_champion_without_the_metric_is_compared_on_one_both_carry(champ, new, promote,
+                                                                     reason) -> None:
+    d = decide_promotion(metric="val/forecast/mse",
+                         new_metrics={"val/forecast/mse": 0.01} | new | SKILLED,
+                         champion_version="3", champion_metrics=champ, force=False)
     assert d.promote is promote
     assert re.search(reason, d.reason), d.reason
 
@@ -165,6 +260,7 @@ def test_decide_promotion(new, version, champ, force, promote, reason) -> None:
 class _Champ:
     version: str
     metric: float | None
+    metrics: dict[str, float]
 
 
 @dataclass
@@ -173,20 +269,23 @@ class FakeRegistry:
 
     name: str = "m"
     alias: str = "champion"
-    versions: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, dict[str, float]] = field(default_factory=dict)
     holder: str | None = None
     fail_alias: bool = False
     tags: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def champion(self, metric: str):
-        return _Champ(self.holder, self.versions[self.holder]) if self.holder else None
+        if self.holder is None:
+            return None
+        metrics = self.versions[self.holder]
+        return _Champ(self.holder, metrics.get(metric), metrics)
 
     def exists(self) -> bool:
         return bool(self.versions)
 
     def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str:
         version = str(len(self.versions) + 1)
-        self.versions[version] = metrics["val_loss"]
+        self.versions[version] = dict(metrics)
         return version
 
     def set_alias(self, version: str) -> None:
@@ -227,3 +326,40 @@ def test_register_needs_the_configured_metric(tiny_cfg, tmp_path: Path) -> None:
                                           r"not produce; choose one of \['test_mse'\]"):
         register(tiny_cfg, tmp_path, {"test_mse": 1.0}, reg)
     assert reg.versions == {}
+
+
+def test_register_gates_on_validation_skill(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = parse_config(tiny_config(register={"require_skill": True}))
+    reg = FakeRegistry()
+    caplog.set_level("INFO", logger="pipelines")
+    losing = register(cfg, tmp_path, {"val_loss": 5.0, "val/interp/skill": -0.3,
+                                      "val/forecast/skill": 0.4}, reg)
+    # Registered (the version exists) but the alias is not given to a model worse than a baseline.
+    assert (losing.version, losing.promoted, reg.holder) == ("1", False, None)
+    assert losing.reason.startswith("val/interp/skill = -0.3 < 0: on the validation split the "
+                                    "model is worse than linear interpolation")
+    assert any("m version 1 registered, NOT promoted to `champion`: val/interp/skill = -0.3 < 0"
+               in r.getMessage() for r in caplog.records)
+    good = register(cfg, tmp_path, {"val_loss": 6.0} | SKILLED, reg)
+    assert (good.promoted, reg.holder) == (True, "2")
+    # A lower val_loss does not make up for losing to LOCF.
+    better_loss = register(cfg, tmp_path, {"val_loss": 1.0, "val/interp/skill": 0.5,
+                                           "val/forecast/skill": -0.1}, reg)
+    assert (better_loss.promoted, reg.holder) == (False, "2")
+    forced = register(cfg, tmp_path, {"val_loss": 9.0, "val/interp/skill": -1.0}, reg, force=True)
+    assert (forced.promoted, reg.holder) == (True, "4")
+
+
+def test_only_the_tiny_smoke_config_turns_the_skill_gate_off() -> None:
+    from tests.pipelines.test_config import CONFIGS
+
+    gates = {p.stem: load_config(p).registry.require_skill for p in CONFIGS.glob("*.toml")}
+    assert gates.pop("periodic-tiny") is False
+    assert gates and all(gates.values()), gates
+
+
+def test_plot_forecasts_names_a_wrong_mode(tiny_data) -> None:
+    from pipelines.plots import plot_forecasts
+
+    with pytest.raises(ValueError, match=r"`mode` must be 'forecast' or 'interp'; got 'backcast'\."):
+        plot_forecasts(None, tiny_data.test[:1], mode="backcast")
