@@ -41,6 +41,7 @@ __all__ = [
     "PreparedSeries",
     "SeriesData",
     "check_budget",
+    "padding_groups",
     "prepare_series",
     "resolve_sampling",
     "run_jobs",
@@ -549,12 +550,44 @@ def _failure(job: Job, forecasts: Sequence[Forecast]) -> SolverBudgetError | Non
     return SolverBudgetError(detail, series=failing)
 
 
+def padding_groups(sizes: Sequence[int]) -> list[list[int]]:
+    """Split a batch's series into predict calls that pad little.
+
+    The library pads every series of a call to the call's most query times (and steps its
+    encoder over the longest series), so one series with 10,000 query times in a batch of 64
+    would make the 63 others cost as much as it: one client's large requests would cut everyone
+    else's throughput. Sorted by size, a group closes when padding would more than double its
+    work; equal-sized series (the common case) stay in one call.
+
+    Args:
+        sizes: per series, its padded work (query times plus encoder steps).
+
+    Returns:
+        Groups of indices into ``sizes``, each group in ascending size.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in sorted(range(len(sizes)), key=sizes.__getitem__):
+        if current and sizes[i] * (len(current) + 1) > 2 * (total + sizes[i]):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += sizes[i]
+    if current:
+        groups.append(current)
+    return groups
+
+
 def run_jobs(
     forecaster: Forecaster, jobs: Sequence[Job], *, solver: SolverConfig
 ) -> list[list[Forecast] | Exception]:
-    """Answer several requests with one ``Forecaster.predict`` call (blocking; run in a thread).
+    """Answer several requests with as few ``Forecaster.predict`` calls as padding allows
+    (blocking; run in a thread).
 
-    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). The batch is solved
+    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). Series of very
+    different sizes go to separate calls (:func:`padding_groups`); the library answers each
+    series independently of its batch, so this changes no answer. The batch is solved
     once: a series the library could not answer (``Forecast.status``) fails only its own request
     (:class:`SolverBudgetError`), and the other requests keep the answers of that same solve.
     A library error raised for the whole call (inputs that passed this module's checks but not
@@ -566,15 +599,20 @@ def run_jobs(
     """
     owners = [(j, k) for j, job in enumerate(jobs) for k in range(len(job.series))]
     levels = sorted({q for job in jobs for q in job.quantiles})
+    prepared = [jobs[j].series[k] for j, k in owners]
+    forecasts: list[Forecast] = [None] * len(owners)  # type: ignore[list-item]
     try:
-        forecasts = forecaster.predict(
-            [jobs[j].series[k].series for j, k in owners],
-            [jobs[j].series[k].query_times for j, k in owners],
-            num_samples=jobs[0].num_samples,
-            quantiles=levels,
-            seed=jobs[0].seed,
-            solver=solver,
-        )
+        for group in padding_groups([p.query_times.size + p.encoder_steps for p in prepared]):
+            answers = forecaster.predict(
+                [prepared[i].series for i in group],
+                [prepared[i].query_times for i in group],
+                num_samples=jobs[0].num_samples,
+                quantiles=levels,
+                seed=jobs[0].seed,
+                solver=solver,
+            )
+            for i, answer in zip(group, answers, strict=True):
+                forecasts[i] = answer
     except LatentODEError as exc:
         if len(jobs) == 1:
             return [InputError(str(exc))]
