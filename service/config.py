@@ -89,7 +89,7 @@ class Settings(BaseSettings):
 
     # Work budget per request: the sizes above bound each part; these bound their products.
     max_request_work: int = Field(
-        500_000,
+        200_000,
         ge=1,
         description="Most query times x samples per request, summed over its series "
         "(sum of Q x num_samples): the decoder's and the quantiles' work.",

@@ -40,7 +40,8 @@ __all__ = [
     "Limits",
     "PreparedSeries",
     "SeriesData",
-    "check_budget",
+    "check_encoder_budget",
+    "check_work_budget",
     "padding_groups",
     "prepare_series",
     "resolve_sampling",
@@ -339,20 +340,26 @@ def prepare_series(
     return prepared
 
 
-def check_budget(
-    prepared: Sequence[PreparedSeries], *, num_samples: int, num_quantiles: int,
-    num_channels: int, limits: Limits,
+def check_work_budget(
+    queries: int, *, num_samples: int, num_quantiles: int, num_channels: int, limits: Limits,
 ) -> None:
-    """Bound a request's total work, which the per-series limits do not: their product.
+    """Bound a request's total work and answer size, which the per-series limits do not (their
+    product). Needs only counts, so it runs before anything is converted.
 
-    Three budgets, each refused with its figures and how to split: the decoder's work (sum over
-    series of query times x samples), the encoder's (sum of its steps) and the answer's size
-    (sum of query times x channels x (mean, std and each quantile level)).
+    Two budgets, each refused with the request's figures and how to split: the decoder's work
+    (query times x samples, summed over series) and the answer's size (query times x channels x
+    (mean, std and each quantile level)).
+
+    Args:
+        queries: the request's query times, summed over its series.
+        num_samples: its samples.
+        num_quantiles: its distinct quantile levels.
+        num_channels: the model's D.
+        limits: the budgets.
 
     Raises:
         InputError: a budget is exceeded.
     """
-    queries = sum(p.query_times.size for p in prepared)
     work = queries * num_samples
     if work > limits.max_request_work:
         per_request = max(1, limits.max_request_work // num_samples)
@@ -362,14 +369,6 @@ def check_budget(
             f"(LATENT_ODE_MAX_REQUEST_WORK). Split it into requests of at most {per_request} "
             f"query times in all at {num_samples} samples, or ask for fewer samples."
         )
-    steps = sum(p.encoder_steps for p in prepared)
-    if steps > limits.max_request_encoder_steps:
-        raise InputError(
-            f"reading this request's {len(prepared)} series takes the encoder {steps} steps; the "
-            f"budget is {limits.max_request_encoder_steps} per request "
-            "(LATENT_ODE_MAX_REQUEST_ENCODER_STEPS). Split the series over several requests "
-            "(each series' steps: one per observation plus one per encoder step of its gaps)."
-        )
     numbers = queries * num_channels * (2 + num_quantiles)
     if numbers > limits.max_answer_values:
         per_request = max(1, limits.max_answer_values // (num_channels * (2 + num_quantiles)))
@@ -378,6 +377,22 @@ def check_budget(
             f"{num_channels} channels x (mean, std and {num_quantiles} quantile levels)); the "
             f"limit is {limits.max_answer_values} (LATENT_ODE_MAX_ANSWER_VALUES). Split it into "
             f"requests of at most {per_request} query times in all, or ask for fewer quantiles."
+        )
+
+
+def check_encoder_budget(prepared: Sequence[PreparedSeries], limits: Limits) -> None:
+    """Bound the encoder's steps over all of a request's series (known once they are prepared).
+
+    Raises:
+        InputError: the budget is exceeded, with the request's figure and how to split.
+    """
+    steps = sum(p.encoder_steps for p in prepared)
+    if steps > limits.max_request_encoder_steps:
+        raise InputError(
+            f"reading this request's {len(prepared)} series takes the encoder {steps} steps; the "
+            f"budget is {limits.max_request_encoder_steps} per request "
+            "(LATENT_ODE_MAX_REQUEST_ENCODER_STEPS). Split the series over several requests "
+            "(each series' steps: one per observation plus one per encoder step of its gaps)."
         )
 
 

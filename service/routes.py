@@ -19,7 +19,8 @@ from service.model_store import LoadedModel
 from service.predictor import (
     Job,
     PreparedSeries,
-    check_budget,
+    check_encoder_budget,
+    check_work_budget,
     prepare_series,
     resolve_sampling,
 )
@@ -75,6 +76,10 @@ async def predict(body: PredictRequest, state: State) -> Response:
     fc = model.forecaster
     num_samples, seed = resolve_sampling(body.num_samples, body.seed, state.limits)
     levels = tuple(dict.fromkeys(body.quantiles))
+    queries = sum(len(s.query_times) for s in body.series)
+    # From counts alone, before any conversion: an oversized request costs nothing more.
+    check_work_budget(queries, num_samples=num_samples, num_quantiles=len(levels),
+                      num_channels=len(fc.channels), limits=state.limits)
 
     def prepare() -> list[PreparedSeries]:
         prepared = prepare_series(
@@ -86,8 +91,7 @@ async def predict(body: PredictRequest, state: State) -> Response:
             limits=state.limits,
             normaliser=fc.normaliser,
         )
-        check_budget(prepared, num_samples=num_samples, num_quantiles=len(levels),
-                     num_channels=len(fc.channels), limits=state.limits)
+        check_encoder_budget(prepared, state.limits)
         return prepared
 
     points = sum(len(s.times) + len(s.query_times) for s in body.series)
@@ -114,7 +118,7 @@ async def predict(body: PredictRequest, state: State) -> Response:
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json().encode()
 
-    numbers = sum(len(s.query_times) for s in body.series) * len(fc.channels) * (2 + len(levels))
+    numbers = queries * len(fc.channels) * (2 + len(levels))
     # Building and serialising a large answer takes long enough (0.1 s per ~10^5 numbers) to
     # stall /livez and every other request if done on the event loop.
     if numbers <= _INLINE_NUMBERS:
