@@ -1,4 +1,7 @@
-"""A seeded fuzz of POST /v1/predict: no 5xx, no non-finite number in a 200, a detail in every 4xx.
+"""A seeded fuzz of the service: no 5xx, no non-finite number in a 200, a detail in every 4xx.
+
+1,500 requests to POST /v1/predict in-process (TestClient), then 1,000 through a real uvicorn
+process across every route (methods, admin keys and bodies, unknown paths, raw bodies).
 
 Each request starts from a valid body and gets a few mutations drawn from a pool of hostile
 values (huge and tiny numbers, 400-digit integers, NaN-like strings, ISO-8601 times outside any
@@ -12,17 +15,25 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from tests.conftest import free_port, stop_process, wait_for_http
+from tests.service.service_helpers import ADMIN_KEY
 
 SEED = 20261130
 REQUESTS = 1500
+UVICORN_REQUESTS = 1000
 
 HOSTILE: list[Any] = [
     0, -1, 1, 0.5, 1e-300, -1e-300, 1e308, -1e308, 1.7976931348623157e308, 2**63, -(2**63),
@@ -174,3 +185,82 @@ def test_fuzzed_requests_never_get_a_5xx_or_a_non_finite_number(fuzz_client: Tes
             assert isinstance(detail, str) and detail, context
     # The fuzz reached both answers and refusals, or it tested little.
     assert seen.get(200, 0) >= 100 and seen.get(422, 0) >= 500, seen
+
+
+ROUTES: list[tuple[str, str]] = [
+    ("GET", "/livez"), ("GET", "/readyz"), ("GET", "/v1/model"), ("GET", "/metrics"),
+    ("GET", "/openapi.json"), ("POST", "/v1/admin/reload"), ("GET", "/v1/predict"),
+    ("DELETE", "/v1/model"), ("GET", "/nowhere"), ("PATCH", "/livez"), ("FOO", "/v1/predict"),
+]
+
+
+def _other_request(rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+    """Any route but a predict body: methods, admin keys and bodies, unknown paths."""
+    method, path = rng.choice(ROUTES)
+    kwargs: dict[str, Any] = {}
+    if path == "/v1/admin/reload":
+        kwargs["headers"] = {"X-API-Key": rng.choice(["wrong", "", "x" * 500, ADMIN_KEY])}
+        kwargs["json"] = rng.choice([None, {}, {"version": "1"}, {"version": "99"},
+                                     {"version": rng.choice(HOSTILE)}, rng.choice(HOSTILE)])
+    elif rng.random() < 0.3:
+        path += rng.choice(["?x=1", "/extra", "%00", "?" + "a" * 2000])
+    return method, path, kwargs
+
+
+@pytest.mark.integration
+def test_fuzz_against_a_real_uvicorn_process_across_routes(registry: Any, tmp_path: Path) -> None:
+    """The same fuzz through uvicorn's HTTP parser and every route, raw bodies included."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                       os.environ.get("PYTHONPATH", "")]),
+        "LATENT_ODE_TRACKING_URI": registry.tracking_uri,
+        "LATENT_ODE_MODEL_URI": "models:/latent-ode-test@champion",
+        "LATENT_ODE_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "LATENT_ODE_ADMIN_KEY": ADMIN_KEY,
+        "LATENT_ODE_MAX_NUM_SAMPLES": "8",
+        "LATENT_ODE_DEFAULT_NUM_SAMPLES": "4",
+        "LATENT_ODE_MAX_BODY_BYTES": str(64 * 1024),
+        "LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES": "60",
+        "LATENT_ODE_MAX_REQUEST_WORK": "2000",
+    }
+    code = f"from service.server import run; run('127.0.0.1', {port})"
+    log = tmp_path / "service.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    rng = random.Random(SEED + 1)
+    seen: dict[int, int] = {}
+    try:
+        wait_for_http(f"{base}/readyz", timeout=120, proc=proc)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for n in range(UVICORN_REQUESTS):
+                roll = rng.random()
+                if roll < 0.2:
+                    method, path, kwargs = _other_request(rng)
+                    sent: Any = (method, path, kwargs)
+                    response = client.request(method, path, **kwargs)
+                elif roll < 0.25:
+                    content, content_type = rng.choice(RAW)
+                    sent = content[:200]
+                    response = client.post("/v1/predict", content=content,
+                                           headers={"Content-Type": content_type})
+                else:
+                    sent = _valid(rng) if rng.random() < 0.15 else _mutate(_valid(rng), rng)
+                    response = client.post("/v1/predict", json=sent)
+                seen[response.status_code] = seen.get(response.status_code, 0) + 1
+                context = (f"request {n}: {str(sent)[:600]} -> {response.status_code} "
+                           f"{response.text[:600]}")
+                assert response.status_code < 500, context
+                if response.status_code == 200:
+                    if "json" in response.headers.get("content-type", ""):
+                        _finite(response.text)  # no NaN/Infinity literal in any JSON answer
+                else:
+                    detail = response.json().get("detail")
+                    assert isinstance(detail, str) and detail, context
+    finally:
+        stop_process(proc)
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-3000:]
+    assert seen.get(200, 0) >= 100 and seen.get(422, 0) >= 200, seen
