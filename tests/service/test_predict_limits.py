@@ -310,3 +310,14 @@ def test_a_large_answer_is_built_off_the_event_loop(
     assert client.post("/v1/predict", json=large).status_code == 200
     loop_thread, worker = threads
     assert worker != loop_thread
+
+
+def test_the_most_points_allowed_can_be_read_by_default(client: TestClient) -> None:
+    """10,000 observations (LATENT_ODE_MAX_POINTS_PER_SERIES) used to be told to "send a shorter
+    window" by the encoder-step limit, which counted one step per observation against 10,000."""
+    n = 10_000
+    series = {"times": [k / 1000 for k in range(n)], "values": [[70.0, None]] * n,
+              "query_times": [10.5]}
+    response = client.post("/v1/predict", json={"series": [series], "num_samples": 2})
+    assert response.status_code == 200, response.text[:500]
+    _numbers_are_finite(_finite_json(response.text))
