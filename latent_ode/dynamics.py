@@ -30,8 +30,11 @@ def _rotations(dim: int, rate: float) -> Tensor:
     frequencies uniform on [rate / 3, rate] (drawn from torch's global generator)."""
     a = torch.zeros(dim, dim)
     omega = rate / 3 + (rate - rate / 3) * torch.rand(dim // 2)
-    for k, w in enumerate(omega.tolist()):
-        a[2 * k, 2 * k + 1], a[2 * k + 1, 2 * k] = w, -w
+    k = torch.arange(dim // 2)
+    # Indexed, not a Python loop over values: the network can then be built on the meta device
+    # (shapes only), which Forecaster.load does to check a config before allocating it.
+    a[2 * k, 2 * k + 1] = omega
+    a[2 * k + 1, 2 * k] = -omega
     return a
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from latent_ode.baselines import channel_baselines
-from latent_ode.checkpoint import load_weights, read_config, save_model_files
+from latent_ode.checkpoint import check_weight_shapes, load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
 from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
@@ -292,7 +292,9 @@ class Forecaster:
         """Load what :meth:`save` wrote, strictly.
 
         Raises:
-            CheckpointError: missing files, unknown keys, or weights that do not match.
+            CheckpointError: missing files, unknown keys, weights that do not match the sizes in
+                config.json (checked on the file's header before the network is allocated), or a
+                model over ``MAX_PARAMETERS``.
         """
         data = read_config(directory)
         expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
@@ -308,6 +310,12 @@ class Forecaster:
             normaliser = Normaliser.from_dict(data["normaliser"])
         except ConfigError as exc:
             raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
+        # The config's sizes are checked against the weights file's header before the network
+        # is allocated: a crafted config.json could otherwise ask for any amount of memory.
+        with torch.device("meta"):
+            skeleton = LatentODE(model_config)
+        check_weight_shapes(directory, {k: tuple(v.shape)
+                                        for k, v in skeleton.state_dict().items()})
         model = LatentODE(model_config)
         load_weights(directory, model)
         model.eval()

@@ -30,7 +30,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from formats.times import TIME_UNITS, TimeUnit, check_time_unit, datetimes_to_float
+from formats.times import (
+    DATETIME_RANGE,
+    TIME_UNITS,
+    TimeUnit,
+    check_time_unit,
+    datetimes_to_float,
+    parse_datetimes,
+)
 from latent_ode.data import Series
 from latent_ode.errors import DataError
 
@@ -249,14 +256,16 @@ def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.nda
             # Python's float() parsing: exact, like the CSV reader's round_trip mode.
             times = np.array([float(v) for v in text], dtype=np.float64)
         else:
-            parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+            # NaT for non-ISO text ("now"), impossible dates and dates outside pandas' range.
+            parsed = parse_datetimes(text)
             # The first row decides which kind the column holds; report the first misfit.
             bad = ~numeric if numeric[0] else parsed.isna().to_numpy()
             if bad.any():
                 i = int(np.argmax(bad))
                 raise DataError(
                     f"{where(i)}, column {TIME!r}: times must be all numbers (in {time_unit}) or "
-                    f"all ISO-8601 datetimes such as '2024-05-01T13:45:00Z'; got "
+                    f"all ISO-8601 datetimes such as '2024-05-01T13:45:00Z' between "
+                    f"{DATETIME_RANGE[0]} and {DATETIME_RANGE[1]}; got "
                     f"{_cell(col, i)!r}."
                 )
             times = datetimes_to_float(parsed, time_unit)

@@ -64,9 +64,45 @@ class Settings(BaseSettings):
         ge=0,
         description="...or at most this far outside it (model time unit), whichever is larger.",
     )
+    max_horizon_trained_spans: float = Field(
+        1.0,
+        ge=0,
+        description="...or at most this many of the model's trained spans (its time scale) "
+        "outside it: a series with one observation (span 0) can be forecast by default.",
+    )
 
     max_encoder_steps: int = Field(
-        10_000, ge=1, description="Most Euler steps the encoder may take to read one series."
+        20_000,
+        ge=1,
+        description="Most Euler steps the encoder may take to read one series: one per "
+        "observation plus those through its gaps (twice LATENT_ODE_MAX_POINTS_PER_SERIES by "
+        "default, so that the most points allowed can be read).",
+    )
+    max_abs_normalised_value: float = Field(
+        1e6,
+        gt=0,
+        le=1e30,
+        description="Observations more than this many of the model's per-channel scales from its "
+        "location are refused (the model computes in float32; such values overflow it or mean "
+        "nothing to it).",
+    )
+
+    # Work budget per request: the sizes above bound each part; these bound their products.
+    max_request_work: int = Field(
+        200_000,
+        ge=1,
+        description="Most query times x samples per request, summed over its series "
+        "(sum of Q x num_samples): the decoder's and the quantiles' work.",
+    )
+    max_request_encoder_steps: int = Field(
+        100_000,
+        ge=1,
+        description="Most encoder steps per request, summed over its series.",
+    )
+    max_answer_values: int = Field(
+        2_000_000,
+        ge=1,
+        description="Most numbers in an answer: sum of Q x channels x (2 + quantile levels).",
     )
 
     # Micro-batching.

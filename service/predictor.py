@@ -23,6 +23,7 @@ from latent_ode import (
     Forecast,
     Forecaster,
     LatentODEError,
+    Normaliser,
     Series,
     ShapeError,
     SolverConfig,
@@ -39,6 +40,9 @@ __all__ = [
     "Limits",
     "PreparedSeries",
     "SeriesData",
+    "check_encoder_budget",
+    "check_work_budget",
+    "padding_groups",
     "prepare_series",
     "resolve_sampling",
     "run_jobs",
@@ -85,9 +89,15 @@ class Limits(Protocol):
         max_query_times_per_series: most query times per series.
         max_horizon_span_multiple: a query may lie at most this many observed spans before the
             first or after the last observation...
-        max_horizon_abs: ...or this far (model time unit), whichever allows more.
+        max_horizon_abs: ...or this far (model time unit)...
+        max_horizon_trained_spans: ...or this many of the model's trained spans (its time
+            scale), whichever allows most.
         max_encoder_steps: most Euler steps the encoder may take for one series (the encoder
             steps through every gap at the model's ``encoder_max_step``).
+        max_abs_normalised_value: most |value - loc| / scale of an observation.
+        max_request_work: most sum over series of Q x samples per request.
+        max_request_encoder_steps: most encoder steps per request, summed over series.
+        max_answer_values: most numbers in an answer (sum of Q x D x (2 + quantile levels)).
         default_num_samples: samples when a request names none.
         max_num_samples: most samples a request may ask for.
         seed: seed when a request names none.
@@ -109,7 +119,22 @@ class Limits(Protocol):
     def max_horizon_abs(self) -> float: ...
 
     @property
+    def max_horizon_trained_spans(self) -> float: ...
+
+    @property
     def max_encoder_steps(self) -> int: ...
+
+    @property
+    def max_abs_normalised_value(self) -> float: ...
+
+    @property
+    def max_request_work(self) -> int: ...
+
+    @property
+    def max_request_encoder_steps(self) -> int: ...
+
+    @property
+    def max_answer_values(self) -> int: ...
 
     @property
     def default_num_samples(self) -> int: ...
@@ -130,12 +155,14 @@ class PreparedSeries:
         query_times: (Q,) float64 query times in the model's time unit, in the order asked.
         index: position in the request's ``series`` list.
         id: the user's identifier, or None.
+        encoder_steps: the encoder steps reading it takes (its share of the request's budget).
     """
 
     series: Series
     query_times: np.ndarray
     index: int
     id: str | None
+    encoder_steps: int = 0
 
 
 @dataclass
@@ -203,6 +230,36 @@ def _to_float_times(
         raise InputError(f"{field}: {exc}") from exc
 
 
+class _Shown:
+    """How messages show a series' times: as sent (an ISO string stays a string), not as the
+    float time units the predictor computes with."""
+
+    def __init__(self, times: Sequence[float | str], queries: Sequence[float | str]) -> None:
+        self.times, self.queries = times, queries
+
+    @staticmethod
+    def _one(value: float | str) -> str:
+        return repr(value) if isinstance(value, str) else str(float(value))
+
+    def time(self, k: int) -> str:
+        return self._one(self.times[k])
+
+    def query(self, k: int) -> str:
+        return self._one(self.queries[k])
+
+
+def _check_increasing(times: np.ndarray, where: str, shown: _Shown) -> None:
+    """``times`` strictly increasing, named as sent (the library would show floats)."""
+    steps = np.diff(times)
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0)) + 1
+        what = "a duplicate of" if steps[i - 1] == 0 else "after"
+        raise InputError(
+            f"{where}: `times` must be strictly increasing; got {shown.time(i)} {what} "
+            f"{shown.time(i - 1)} at index {i}. Sort the observations and merge duplicate times."
+        )
+
+
 def _check_count(
     n: int, limit: int, *, field: str, what: tuple[str, str], setting: str, fix: str
 ) -> None:
@@ -221,6 +278,7 @@ def prepare_series(
     time_scale: float,
     encoder_max_step: float,
     limits: Limits,
+    normaliser: Normaliser | None = None,
 ) -> list[PreparedSeries]:
     """Check a request's series against the model and the limits, and convert them.
 
@@ -228,9 +286,12 @@ def prepare_series(
         inputs: the request's series.
         channels: the model's D channel names, in its order.
         time_unit: the model's time unit.
-        time_scale: the model's time normaliser (model time units per normalised unit).
+        time_scale: the model's time normaliser (model time units per normalised unit: the
+            longest span it was trained on).
         encoder_max_step: the encoder's longest Euler step in normalised time.
         limits: the request bounds.
+        normaliser: the model's normaliser; when given, values beyond
+            ``limits.max_abs_normalised_value`` of its scales are refused.
 
     Returns:
         One :class:`PreparedSeries` per input.
@@ -249,7 +310,8 @@ def prepare_series(
         _check_count(
             len(item.times), limits.max_points_per_series, field=f"{where}: `times`",
             what=("observation", "observations"), setting="LATENT_ODE_MAX_POINTS_PER_SERIES",
-            fix="send fewer, or split the series",
+            fix="send fewer, or split the series into consecutive windows of at most "
+            f"{limits.max_points_per_series} observations",
         )
         _check_count(
             len(item.query_times), limits.max_query_times_per_series,
@@ -258,19 +320,80 @@ def prepare_series(
         )
         columns = _columns(item, where, channels, position)
         values = _values(item, where, columns, len(channels))
+        if normaliser is not None:
+            _check_magnitude(values, where, channels, normaliser, limits)
         times = _to_float_times(item.times, field=f"{where}: `times`", time_unit=time_unit)
         queries = _to_float_times(
             item.query_times, field=f"{where}: `query_times`", time_unit=time_unit
         )
+        shown = _Shown(item.times, item.query_times)
+        _check_increasing(times, where, shown)
         try:
             # No id here: the library would name the series again in its message.
             series = Series(times=times, values=values)
         except (DataError, ShapeError) as exc:
             raise InputError(f"{where}: {exc}") from exc
-        _check_horizon(series, queries, where, limits)
-        _check_encoder_work(series, queries, where, time_scale, encoder_max_step, limits)
-        prepared.append(PreparedSeries(series=series, query_times=queries, index=i, id=item.id))
+        _check_horizon(series, queries, where, shown, limits, time_scale)
+        steps = _check_encoder_work(series, queries, where, time_scale, encoder_max_step, limits)
+        prepared.append(PreparedSeries(series=series, query_times=queries, index=i, id=item.id,
+                                       encoder_steps=steps))
     return prepared
+
+
+def check_work_budget(
+    queries: int, *, num_samples: int, num_quantiles: int, num_channels: int, limits: Limits,
+) -> None:
+    """Bound a request's total work and answer size, which the per-series limits do not (their
+    product). Needs only counts, so it runs before anything is converted.
+
+    Two budgets, each refused with the request's figures and how to split: the decoder's work
+    (query times x samples, summed over series) and the answer's size (query times x channels x
+    (mean, std and each quantile level)).
+
+    Args:
+        queries: the request's query times, summed over its series.
+        num_samples: its samples.
+        num_quantiles: its distinct quantile levels.
+        num_channels: the model's D.
+        limits: the budgets.
+
+    Raises:
+        InputError: a budget is exceeded.
+    """
+    work = queries * num_samples
+    if work > limits.max_request_work:
+        per_request = max(1, limits.max_request_work // num_samples)
+        raise InputError(
+            f"this request asks for {queries} query times x {num_samples} samples = {work} "
+            f"units of work; the budget is {limits.max_request_work} per request "
+            f"(LATENT_ODE_MAX_REQUEST_WORK). Split it into requests of at most {per_request} "
+            f"query times in all at {num_samples} samples, or ask for fewer samples."
+        )
+    numbers = queries * num_channels * (2 + num_quantiles)
+    if numbers > limits.max_answer_values:
+        per_request = max(1, limits.max_answer_values // (num_channels * (2 + num_quantiles)))
+        raise InputError(
+            f"the answer to this request would hold {numbers} numbers ({queries} query times x "
+            f"{num_channels} channels x (mean, std and {num_quantiles} quantile levels)); the "
+            f"limit is {limits.max_answer_values} (LATENT_ODE_MAX_ANSWER_VALUES). Split it into "
+            f"requests of at most {per_request} query times in all, or ask for fewer quantiles."
+        )
+
+
+def check_encoder_budget(prepared: Sequence[PreparedSeries], limits: Limits) -> None:
+    """Bound the encoder's steps over all of a request's series (known once they are prepared).
+
+    Raises:
+        InputError: the budget is exceeded, with the request's figure and how to split.
+    """
+    steps = sum(p.encoder_steps for p in prepared)
+    if steps > limits.max_request_encoder_steps:
+        raise InputError(
+            f"reading this request's {len(prepared)} series takes the encoder {steps} steps; the "
+            f"budget is {limits.max_request_encoder_steps} per request "
+            "(LATENT_ODE_MAX_REQUEST_ENCODER_STEPS). Split the series over several requests "
+            "(each series' steps: one per observation plus one per encoder step of its gaps)."
+        )
 
 
 def _columns(
@@ -323,22 +446,59 @@ def _values(item: SeriesData, where: str, columns: list[int], d: int) -> np.ndar
     return values
 
 
-def _check_horizon(series: Series, queries: np.ndarray, where: str, limits: Limits) -> None:
+def _check_magnitude(
+    values: np.ndarray, where: str, channels: Sequence[str], normaliser: Normaliser,
+    limits: Limits,
+) -> None:
+    """Refuse observations too far from anything the model saw: it computes in float32, where
+    1e308 overflows, and long before that its answer means nothing."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = np.abs((values - normaliser.loc) / normaliser.scale)
+    bad = z > limits.max_abs_normalised_value  # NaN (not observed) compares False
+    if bad.any():
+        r, c = (int(k) for k in np.argwhere(bad)[0])
+        low = normaliser.loc[c] - limits.max_abs_normalised_value * normaliser.scale[c]
+        high = normaliser.loc[c] + limits.max_abs_normalised_value * normaliser.scale[c]
+        raise InputError(
+            f"{where}: `values[{r}]` has {values[r, c]:g} for channel {channels[c]!r}, which is "
+            f"{z[r, c]:.3g} of the model's scales ({normaliser.scale[c]:g}) from its location "
+            f"({normaliser.loc[c]:g}); values of this channel must lie in [{low:.6g}, "
+            f"{high:.6g}] (LATENT_ODE_MAX_ABS_NORMALISED_VALUE = "
+            f"{limits.max_abs_normalised_value:g}). Check the value and its unit."
+        )
+
+
+def _check_horizon(
+    series: Series, queries: np.ndarray, where: str, shown: _Shown, limits: Limits,
+    time_scale: float,
+) -> None:
     first, last = float(series.times[0]), float(series.times[-1])
     span = last - first
-    allowed = max(limits.max_horizon_span_multiple * span, limits.max_horizon_abs)
+    allowed = max(
+        limits.max_horizon_span_multiple * span,
+        limits.max_horizon_trained_spans * time_scale,
+        limits.max_horizon_abs,
+    )
     bad = (queries < first - allowed) | (queries > last + allowed)
     if bad.any():
         k = int(np.argmax(bad))
         q = float(queries[k])
         side = "after the last" if q > last else "before the first"
         raise InputError(
-            f"{where}: `query_times[{k}]` is {q:g}, {abs(q - (last if q > last else first)):g} "
-            f"{side} observation; queries may lie at most {allowed:g} outside the observed window "
-            f"[{first:g}, {last:g}] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = "
-            f"{limits.max_horizon_span_multiple:g} x span {span:g}, or LATENT_ODE_MAX_HORIZON_ABS"
-            f" = {limits.max_horizon_abs:g}); ask for nearer times."
+            f"{where}: `query_times[{k}]` is {shown.query(k)}, "
+            f"{abs(q - (last if q > last else first)):g} {side} observation; queries may lie at "
+            f"most {allowed:g} outside the observed window [{shown.time(0)}, "
+            f"{shown.time(len(shown.times) - 1)}], the largest of LATENT_ODE_MAX_HORIZON_SPAN_"
+            f"MULTIPLE = {limits.max_horizon_span_multiple:g} x span {span:g}, "
+            f"LATENT_ODE_MAX_HORIZON_TRAINED_SPANS = {limits.max_horizon_trained_spans:g} x the "
+            f"model's trained span {time_scale:g}, and LATENT_ODE_MAX_HORIZON_ABS = "
+            f"{limits.max_horizon_abs:g}; ask for nearer times."
         )
+
+
+def _count(x: float) -> str:
+    """A step count: exact while float64 holds it exactly, else in scientific notation."""
+    return str(int(x)) if x < 2**53 else f"{x:.3g}"
 
 
 def _check_encoder_work(
@@ -348,18 +508,32 @@ def _check_encoder_work(
     time_scale: float,
     max_step: float,
     limits: Limits,
-) -> None:
-    """Bound the encoder's Euler steps, which grow with the gaps between observations."""
+) -> int:
+    """Bound the encoder's Euler steps, which grow with the gaps between observations.
+
+    Counted in float64 with overflow allowed (a time of 1e308 makes an infinite count, which is
+    refused like any other), so no time can overflow the count itself.
+
+    Returns:
+        The steps reading the series takes.
+    """
     t0 = min(float(series.times[0]), float(queries.min()))
-    gaps = np.append(np.diff(series.times), series.times[0] - t0) / time_scale
-    steps = int(np.ceil(gaps[gaps > 0] / max_step).sum()) + len(series.times)
-    if steps > limits.max_encoder_steps:
+    with np.errstate(over="ignore", invalid="ignore"):
+        gaps = np.append(np.diff(series.times), series.times[0] - t0) / time_scale
+        gap_steps = float(np.ceil(gaps[gaps > 0] / max_step).sum())
+    n = len(series.times)
+    steps = gap_steps + n
+    if not steps <= limits.max_encoder_steps:
+        per_step = max_step * time_scale
         raise InputError(
-            f"{where}: `times` spans {float(series.times[-1] - t0):g} time units, which the "
-            f"encoder would need {steps} steps to read; the limit is {limits.max_encoder_steps} "
-            "(LATENT_ODE_MAX_ENCODER_STEPS). The model was trained on spans of about "
-            f"{time_scale:g}; send a shorter window of observations."
+            f"{where}: reading this series takes the encoder {_count(steps)} steps ({n} "
+            f"observations plus {_count(gap_steps)} steps of at most {per_step:g} time units "
+            f"through the gaps between them, over {float(series.times[-1]) - t0:g} time units); the limit is "
+            f"{limits.max_encoder_steps} (LATENT_ODE_MAX_ENCODER_STEPS). Split the series into "
+            "consecutive windows that each need fewer steps (fewer observations, a shorter "
+            f"span: the model was trained on spans of about {time_scale:g})."
         )
+    return int(steps)
 
 
 def _failure(job: Job, forecasts: Sequence[Forecast]) -> SolverBudgetError | None:
@@ -391,12 +565,44 @@ def _failure(job: Job, forecasts: Sequence[Forecast]) -> SolverBudgetError | Non
     return SolverBudgetError(detail, series=failing)
 
 
+def padding_groups(sizes: Sequence[int]) -> list[list[int]]:
+    """Split a batch's series into predict calls that pad little.
+
+    The library pads every series of a call to the call's most query times (and steps its
+    encoder over the longest series), so one series with 10,000 query times in a batch of 64
+    would make the 63 others cost as much as it: one client's large requests would cut everyone
+    else's throughput. Sorted by size, a group closes when padding would more than double its
+    work; equal-sized series (the common case) stay in one call.
+
+    Args:
+        sizes: per series, its padded work (query times plus encoder steps).
+
+    Returns:
+        Groups of indices into ``sizes``, each group in ascending size.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in sorted(range(len(sizes)), key=sizes.__getitem__):
+        if current and sizes[i] * (len(current) + 1) > 2 * (total + sizes[i]):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += sizes[i]
+    if current:
+        groups.append(current)
+    return groups
+
+
 def run_jobs(
     forecaster: Forecaster, jobs: Sequence[Job], *, solver: SolverConfig
 ) -> list[list[Forecast] | Exception]:
-    """Answer several requests with one ``Forecaster.predict`` call (blocking; run in a thread).
+    """Answer several requests with as few ``Forecaster.predict`` calls as padding allows
+    (blocking; run in a thread).
 
-    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). The batch is solved
+    All jobs must share ``num_samples`` and ``seed`` (see :attr:`Job.key`). Series of very
+    different sizes go to separate calls (:func:`padding_groups`); the library answers each
+    series independently of its batch, so this changes no answer. The batch is solved
     once: a series the library could not answer (``Forecast.status``) fails only its own request
     (:class:`SolverBudgetError`), and the other requests keep the answers of that same solve.
     A library error raised for the whole call (inputs that passed this module's checks but not
@@ -408,15 +614,20 @@ def run_jobs(
     """
     owners = [(j, k) for j, job in enumerate(jobs) for k in range(len(job.series))]
     levels = sorted({q for job in jobs for q in job.quantiles})
+    prepared = [jobs[j].series[k] for j, k in owners]
+    forecasts: list[Forecast] = [None] * len(owners)  # type: ignore[list-item]
     try:
-        forecasts = forecaster.predict(
-            [jobs[j].series[k].series for j, k in owners],
-            [jobs[j].series[k].query_times for j, k in owners],
-            num_samples=jobs[0].num_samples,
-            quantiles=levels,
-            seed=jobs[0].seed,
-            solver=solver,
-        )
+        for group in padding_groups([p.query_times.size + p.encoder_steps for p in prepared]):
+            answers = forecaster.predict(
+                [prepared[i].series for i in group],
+                [prepared[i].query_times for i in group],
+                num_samples=jobs[0].num_samples,
+                quantiles=levels,
+                seed=jobs[0].seed,
+                solver=solver,
+            )
+            for i, answer in zip(group, answers, strict=True):
+                forecasts[i] = answer
     except LatentODEError as exc:
         if len(jobs) == 1:
             return [InputError(str(exc))]

@@ -16,7 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from formats.params import flatten
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
-from service.predictor import Job, PreparedSeries, prepare_series, resolve_sampling
+from service.predictor import (
+    Job,
+    PreparedSeries,
+    check_encoder_budget,
+    check_work_budget,
+    prepare_series,
+    resolve_sampling,
+)
 from service.schemas import (
     ErrorResponse,
     LivenessResponse,
@@ -47,6 +54,7 @@ def _err(description: str) -> dict[str, Any]:
 
 
 _INLINE_POINTS = 4_000
+_INLINE_NUMBERS = 20_000
 
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _err("The body is larger than LATENT_ODE_MAX_BODY_BYTES."),
@@ -67,16 +75,24 @@ async def predict(body: PredictRequest, state: State) -> Response:
     model = state.store.require()
     fc = model.forecaster
     num_samples, seed = resolve_sampling(body.num_samples, body.seed, state.limits)
+    levels = tuple(dict.fromkeys(body.quantiles))
+    queries = sum(len(s.query_times) for s in body.series)
+    # From counts alone, before any conversion: an oversized request costs nothing more.
+    check_work_budget(queries, num_samples=num_samples, num_quantiles=len(levels),
+                      num_channels=len(fc.channels), limits=state.limits)
 
     def prepare() -> list[PreparedSeries]:
-        return prepare_series(
+        prepared = prepare_series(
             body.series,
             channels=fc.channels,
             time_unit=fc.time_unit,
             time_scale=float(fc.normaliser.time_scale),
             encoder_max_step=float(fc.model_config.encoder.max_step),
             limits=state.limits,
+            normaliser=fc.normaliser,
         )
+        check_encoder_budget(prepared, state.limits)
+        return prepared
 
     points = sum(len(s.times) + len(s.query_times) for s in body.series)
     # A thread hop costs more than checking a small request (and waits for the GIL behind the
@@ -85,21 +101,31 @@ async def predict(body: PredictRequest, state: State) -> Response:
         prepared = prepare()
     else:
         prepared = await anyio.to_thread.run_sync(prepare)
-    levels = tuple(dict.fromkeys(body.quantiles))
     job = Job(model=model, series=prepared, num_samples=num_samples, seed=seed, quantiles=levels)
     forecasts = await state.batcher.submit(job)
-    answer = PredictResponse(
-        model=ServedModel(name=model.name, version=model.version),
-        channels=list(fc.channels),
-        time_unit=fc.time_unit,
-        num_samples=num_samples,
-        series=[
-            SeriesOut.from_forecast(s, f, levels)
-            for s, f in zip(body.series, forecasts, strict=True)
-        ],
-    )
-    # Serialised here, once: returning the model would make FastAPI validate it a second time.
-    return Response(answer.model_dump_json(), media_type="application/json")
+
+    def answer() -> bytes:
+        response = PredictResponse(
+            model=ServedModel(name=model.name, version=model.version),
+            channels=list(fc.channels),
+            time_unit=fc.time_unit,
+            num_samples=num_samples,
+            series=[
+                SeriesOut.from_forecast(s, f, levels)
+                for s, f in zip(body.series, forecasts, strict=True)
+            ],
+        )
+        # Serialised here, once: returning the model would make FastAPI validate it again.
+        return response.model_dump_json().encode()
+
+    numbers = queries * len(fc.channels) * (2 + len(levels))
+    # Building and serialising a large answer takes long enough (0.1 s per ~10^5 numbers) to
+    # stall /livez and every other request if done on the event loop.
+    if numbers <= _INLINE_NUMBERS:
+        content = answer()
+    else:
+        content = await anyio.to_thread.run_sync(answer)
+    return Response(content, media_type="application/json")
 
 
 _JSONValue = dict[str, "_JSONValue"] | list["_JSONValue"] | str | int | float | bool | None

@@ -10,6 +10,7 @@ answer becomes the response in one place, :meth:`SeriesOut.from_forecast`.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 from latent_ode import Forecast
 
 __all__ = [
+    "QUANTILE_RANGE",
     "ErrorResponse",
     "LivenessResponse",
     "ModelResponse",
@@ -43,10 +45,21 @@ def _time_value(value: Any) -> float | str:
         )
     if isinstance(value, str):
         return value
-    value = float(value)
+    value = _as_float(value, "time")
     if not math.isfinite(value):
         raise ValueError("must be a finite number (JSON NaN/Infinity are not times)")
     return value
+
+
+def _as_float(value: int | float, what: str) -> float:
+    """``float(value)``, with a message for an integer beyond float range (a 400-digit one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"must be a number of at most {sys.float_info.max:.4g} in magnitude; got an integer "
+            f"of {len(str(abs(value)))} digits, which is not a usable {what}"
+        ) from None
 
 
 def _observed_value(value: Any) -> float | None:
@@ -55,7 +68,7 @@ def _observed_value(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number, or null where the channel was not observed")
-    value = float(value)
+    value = _as_float(value, "value")
     if not math.isfinite(value):
         raise ValueError(
             "must be a finite number; send null (not NaN/Infinity) for a value not observed"
@@ -118,22 +131,33 @@ _EXAMPLE_REQUEST: dict[str, Any] = {
 }
 
 
+#: The quantile levels a request may ask for. The library computes in float32, where a level
+#: such as 1e-300 or 0.999999999999 rounds to 0 or 1, whose normal quantile is infinite; within
+#: these bounds every level's quantile is finite (|z| <= 4.76).
+QUANTILE_RANGE = (1e-6, 1 - 1e-6)
+
+
 class PredictRequest(BaseModel):
     """``POST /v1/predict`` body: one or many series and how to summarise the forecast."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE_REQUEST]})
 
     series: list[SeriesIn] = Field(description="The series to forecast, answered in this order.")
-    num_samples: int | None = Field(
-        None, ge=1, description="Latent samples per series (default and maximum: settings)."
+    # Strict: `true` is not a sample count and "0.5" is not a level (lax pydantic took both).
+    num_samples: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        None, description="Latent samples per series (default and maximum: settings)."
     )
-    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+    quantiles: list[
+        Annotated[float, Field(strict=True, ge=QUANTILE_RANGE[0], le=QUANTILE_RANGE[1])]
+    ] = Field(
         default_factory=lambda: [0.05, 0.5, 0.95],
         max_length=99,
-        description="Quantiles to report per query time and channel, each in (0, 1).",
+        description=f"Quantiles to report per query time and channel, each in "
+        f"[{QUANTILE_RANGE[0]:g}, {QUANTILE_RANGE[1]:g}] (levels nearer 0 or 1 have no finite "
+        "float32 normal quantile).",
     )
-    seed: int | None = Field(
-        None, ge=0, le=2**31 - 1, description="Seed of the latent samples (default: settings)."
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] | None = Field(
+        None, description="Seed of the latent samples (default: settings)."
     )
 
 

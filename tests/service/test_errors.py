@@ -90,7 +90,7 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "too many points": (
         {"series": [S(times=[0, 1, 2, 3, 4, 5], values=[[1, 1]] * 6)]},
         "series[0]: `times` has 6 observations; the limit is 5 (LATENT_ODE_MAX_POINTS_PER_SERIES); "
-        "send fewer, or split the series.",
+        "send fewer, or split the series into consecutive windows of at most 5 observations.",
     ),
     "too many series": (
         {"series": [OK, OK, OK]},
@@ -104,26 +104,31 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "query absurdly far ahead": (
         {"series": [S(query_times=[1, 100])]},
-        "series[0]: `query_times[1]` is 100, 98 after the last observation; queries may lie at "
-        "most 20 outside the observed window [0, 2] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = 10 x "
-        "span 2, or LATENT_ODE_MAX_HORIZON_ABS = 0); ask for nearer times.",
+        "series[0]: `query_times[1]` is 100.0, 98 after the last observation; queries may lie at "
+        "most 20 outside the observed window [0.0, 2.0], the largest of LATENT_ODE_MAX_HORIZON_"
+        "SPAN_MULTIPLE = 10 x span 2, LATENT_ODE_MAX_HORIZON_TRAINED_SPANS = 1 x the model's "
+        "trained span 9.945, and LATENT_ODE_MAX_HORIZON_ABS = 0; ask for nearer times.",
     ),
     "query absurdly far back": (
         {"series": [S(query_times=[-50])]},
-        "series[0]: `query_times[0]` is -50, 50 before the first observation; queries may lie at "
-        "most 20 outside the observed window [0, 2] (LATENT_ODE_MAX_HORIZON_SPAN_MULTIPLE = 10 x "
-        "span 2, or LATENT_ODE_MAX_HORIZON_ABS = 0); ask for nearer times.",
+        "series[0]: `query_times[0]` is -50.0, 50 before the first observation; queries may lie "
+        "at most 20 outside the observed window [0.0, 2.0], the largest of LATENT_ODE_MAX_HORIZON_"
+        "SPAN_MULTIPLE = 10 x span 2, LATENT_ODE_MAX_HORIZON_TRAINED_SPANS = 1 x the model's "
+        "trained span 9.945, and LATENT_ODE_MAX_HORIZON_ABS = 0; ask for nearer times.",
     ),
     "observation gap too long for the encoder": (
         {"series": [S(times=[0, 1, 1e6], query_times=[1])]},
-        "series[0]: `times` spans 1e+06 time units, which the encoder would need 5027657 steps to "
-        "read; the limit is 10000 (LATENT_ODE_MAX_ENCODER_STEPS). The model was trained on spans "
-        "of about 9.945; send a shorter window of observations.",
+        "series[0]: reading this series takes the encoder 5027657 steps (3 observations plus "
+        "5027654 steps of at most 0.1989 time units through the gaps between them, over 1e+06 time "
+        "units); the limit is 20000 (LATENT_ODE_MAX_ENCODER_STEPS). Split the series into "
+        "consecutive windows that each need fewer steps (fewer observations, a shorter span: the "
+        "model was trained on spans of about 9.945).",
     ),
     "not an ISO-8601 time": (
         {"series": [S(times=["2024-05-01T00:00:00Z", "yesterday", "2024-05-03"])]},
         "series[0]: `times`: time at index 1 must be an ISO-8601 datetime such as "
-        "'2024-05-01T13:45:00Z'; got 'yesterday'.",
+        "'2024-05-01T13:45:00Z' or a date such as '2024-05-01', between 1677-09-22 and "
+        "2262-04-10; got 'yesterday'.",
     ),
     "numbers mixed with ISO-8601": (
         {"series": [S(times=["2024-05-01T00:00:00Z", 1, 2])]},
@@ -146,11 +151,12 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         "such as '2024-05-01T12:00:00Z'; got {\"a\": 1}.",
     ),
     "quantile 0": (
-        {"series": [OK], "quantiles": [0.0]}, "`quantiles[0]`: Input should be greater than 0; got 0.0."
+        {"series": [OK], "quantiles": [0.0]},
+        "`quantiles[0]`: Input should be greater than or equal to 0.000001; got 0.0.",
     ),
     "quantile above 1": (
         {"series": [OK], "quantiles": [0.5, 1.5]},
-        "`quantiles[1]`: Input should be less than 1; got 1.5.",
+        "`quantiles[1]`: Input should be less than or equal to 0.999999; got 1.5.",
     ),
     "num_samples 0": (
         {"series": [OK], "num_samples": 0},

@@ -105,3 +105,34 @@ def test_a_series_that_blows_up_fails_only_its_request_naming_why() -> None:
         "Ask for query times nearer the observations, or send values and times like those the "
         "model was trained on."
     )
+
+
+def test_padding_groups_keep_equal_sizes_together_and_a_large_one_apart() -> None:
+    from service.predictor import padding_groups
+
+    assert padding_groups([50] * 5) == [[0, 1, 2, 3, 4]]
+    # One 10,000-query series among small ones would pad each of them to 10,000.
+    assert padding_groups([60, 10_000, 50, 55]) == [[2, 3, 0], [1]]
+    assert padding_groups([]) == []
+
+
+def test_a_large_series_does_not_pad_the_small_ones_of_its_batch() -> None:
+    """The library pads every series of a call to the call's most query times."""
+    calls: list[list[int]] = []
+    real = make_forecaster()
+
+    class Recording:
+        def predict(self, series: Any, query_times: Any, **kwargs: Any) -> Any:
+            calls.append([q.size for q in query_times])
+            return real.predict(series, query_times, **kwargs)
+
+    small = _prepare([_item(query_times=[0.5, 1.5])] * 3)
+    large = _prepare([_item(query_times=list(np.linspace(0, 2, 90)))])
+    jobs = [Job(model=None, series=small, num_samples=2, seed=0, quantiles=(0.5,)),  # type: ignore[arg-type]
+            Job(model=None, series=large, num_samples=2, seed=0, quantiles=(0.5,))]  # type: ignore[arg-type]
+    results = run_jobs(Recording(), jobs, solver=SOLVER)  # type: ignore[arg-type]
+    assert sorted(calls) == [[2, 2, 2], [90]]
+    alone = real.predict([p.series for p in small], [p.query_times for p in small],
+                         num_samples=2, quantiles=[0.5], seed=0, solver=SOLVER)
+    for got, expected in zip(results[0], alone, strict=True):  # type: ignore[arg-type]
+        np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6, atol=1e-6)
