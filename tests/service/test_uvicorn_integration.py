@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MlflowServer, free_port, stop_process, wait_for_http
+from tests.conftest import (
+    MlflowServer,
+    free_port,
+    start_mlflow_server,
+    stop_process,
+    wait_for_http,
+)
 from tests.service.service_helpers import ADMIN_KEY, make_forecaster, register_version
 
 pytestmark = pytest.mark.integration
@@ -25,11 +34,13 @@ OK = {"times": [0, 1, 2], "values": [[70, 37], [71, None], [None, 37.2]], "query
 
 @contextmanager
 def serve(
-    tracking_uri: str, model: str, cache: Path, log: Path, **settings: str
+    tracking_uri: str, model: str, cache: Path, log: Path,
+    started: list[subprocess.Popen] | None = None, **settings: str,
 ) -> Iterator[str]:
     """Run ``service.server.run`` in a subprocess until the block ends; yields its base URL.
 
-    ``settings`` are extra ``LATENT_ODE_*`` variables (``max_body_bytes="4096"``).
+    ``settings`` are extra ``LATENT_ODE_*`` variables (``max_body_bytes="4096"``); ``started``,
+    when given, receives the process.
     """
     port = free_port()
     env = {
@@ -47,6 +58,8 @@ def serve(
             [sys.executable, "-c", code], env=env, cwd=log.parent, stdout=out,
             stderr=subprocess.STDOUT,
         )
+    if started is not None:
+        started.append(proc)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base}/livez", timeout=120, proc=proc)
@@ -65,9 +78,16 @@ def test_reload_under_load_drops_nothing(mlflow_server: MlflowServer, tmp_path: 
         lock = threading.Lock()
 
         def client_loop() -> None:
+            # A request that fails below HTTP (refused, reset, timed out) counts as status 0: a
+            # dying client thread would only leave a pytest warning behind.
             with httpx.Client(base_url=base, timeout=30) as http:
                 while not stop.is_set():
-                    r = http.post("/v1/predict", json={"series": [OK]})
+                    try:
+                        r = http.post("/v1/predict", json={"series": [OK]})
+                    except httpx.HTTPError as exc:
+                        with lock:
+                            results.append((0, repr(exc)))
+                        continue
                     version = r.json()["model"]["version"] if r.status_code == 200 else None
                     with lock:
                         results.append((r.status_code, version))
@@ -90,34 +110,50 @@ def test_reload_under_load_drops_nothing(mlflow_server: MlflowServer, tmp_path: 
     assert reload.json()["version"] == v2 and reload.json()["previous_version"] == v1
     statuses = [s for s, _ in results]
     assert len(statuses) > 20
-    assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    assert set(statuses) == {200}, [r for r in results if r[0] != 200][:5]
     versions = [v for _, v in results]
     assert versions[0] == v1 and versions[-1] == v2
     assert info["version"] == v2
 
 
-def test_starts_from_the_cache_with_the_tracking_server_down(
-    mlflow_server: MlflowServer, tmp_path: Path
+def test_starts_from_the_cache_with_the_tracking_server_down_and_takes_it_back(
+    tmp_path: Path,
 ) -> None:
+    """The same tracking server, down at start-up: its model from the cache (``source: cache``);
+    back up: the service notices and takes the registry's alias (issue 16 item 14)."""
     model = "integration-cache"
-    version = register_version(mlflow_server.uri, make_forecaster(seed=0), tmp_path, name=model)
-    cache = tmp_path / "cache"
-    log = tmp_path / "service.log"
-    with serve(mlflow_server.uri, model, cache, log) as base:
-        first = httpx.get(f"{base}/readyz").json()
-        expected = httpx.post(f"{base}/v1/predict", json={"series": [OK]}).json()
-    dead = f"http://127.0.0.1:{free_port()}"
+    server = start_mlflow_server(tmp_path / "mlflow")
+    port = int(server.uri.rsplit(":", 1)[1])
+    try:
+        version = register_version(server.uri, make_forecaster(seed=0), tmp_path, name=model)
+        cache = tmp_path / "cache"
+        log = tmp_path / "service.log"
+        with serve(server.uri, model, cache, log) as base:
+            first = httpx.get(f"{base}/readyz").json()
+            expected = httpx.post(f"{base}/v1/predict", json={"series": [OK]}).json()
+    finally:
+        stop_process(server.proc)
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: uvicorn receives it chunked
         for _ in range(100):
             yield b" " * 1000
 
-    with serve(dead, model, cache, log, max_body_bytes="4096") as base:
+    with serve(server.uri, model, cache, log, max_body_bytes="4096",
+               registry_retry_initial_s="0.5", registry_retry_max_s="1") as base:
         ready = httpx.get(f"{base}/readyz")
         with httpx.Client(base_url=base, timeout=30) as http:
             too_big = http.post("/v1/predict", content=chunks(),
                                 headers={"content-type": "application/json"})
             answer: dict[str, Any] = http.post("/v1/predict", json={"series": [OK]}).json()
+        restarted = start_mlflow_server(tmp_path / "mlflow", port=port)
+        try:
+            deadline = time.monotonic() + 60
+            back = httpx.get(f"{base}/readyz").json()
+            while back["source"] != "registry" and time.monotonic() < deadline:
+                time.sleep(0.25)
+                back = httpx.get(f"{base}/readyz").json()
+        finally:
+            stop_process(restarted.proc)
     assert first == {"status": "ready", "model": model, "version": version, "source": "registry"}
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model": model, "version": version,
@@ -125,6 +161,90 @@ def test_starts_from_the_cache_with_the_tracking_server_down(
     assert answer["series"] == expected["series"]  # on the connection the 413 answered
     assert too_big.status_code == 413
     assert too_big.json()["detail"].startswith("the request body is more than 4096 bytes")
+    assert back == {"status": "ready", "model": model, "version": version, "source": "registry"}
     text = log.read_text()
     assert f"serving {model} version {version} from the disk cache" in text
-    assert f"the MLflow tracking server {dead} is unreachable" in text
+    assert f"the MLflow tracking server {server.uri} is unreachable" in text
+    assert f"the registry is back: now serving {model} version {version}" in text
+
+
+def test_a_trickled_body_gets_408(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """A body sent a byte at a time is cut off at LATENT_ODE_BODY_TIMEOUT_S (issue 16 item 6)."""
+    model = "integration-trickle"
+    register_version(mlflow_server.uri, make_forecaster(seed=0), tmp_path, name=model)
+    with serve(mlflow_server.uri, model, tmp_path / "cache", tmp_path / "service.log",
+               body_timeout_s="1") as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 1000\r\n\r\n")
+            started = time.monotonic()
+            answer = b""
+            sock.settimeout(0.2)
+            while time.monotonic() - started < 8 and b"\r\n\r\n" not in answer:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+                try:
+                    answer += sock.recv(65536)
+                except TimeoutError:
+                    continue
+            elapsed = time.monotonic() - started
+            sock.settimeout(2)
+            with contextlib.suppress(OSError):
+                answer += sock.recv(65536)
+        fine = httpx.post(f"{base}/v1/predict", json={"series": [OK]}, timeout=30)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert 0.9 < elapsed < 5
+    assert (b'"the request body did not arrive within 1 s (LATENT_ODE_BODY_TIMEOUT_S); send it '
+            b'at once, or split a large request."') in answer
+    assert fine.status_code == 200  # a prompt client is unaffected
+
+
+def test_requests_cut_off_by_the_shutdown_get_503(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """SIGTERM with a request still running at the end of the grace period: 503 saying the
+    service is stopping, not a 500 with a CancelledError traceback (issue 16 item 10)."""
+    from service.middleware import STOPPING_DETAIL
+
+    model = "integration-shutdown"
+    register_version(mlflow_server.uri, make_forecaster(seed=0), tmp_path, name=model)
+    started: list[subprocess.Popen] = []
+    log = tmp_path / "service.log"
+    answers: list[httpx.Response] = []
+    # The first request of a batch waits this long for company: a request that outlives the
+    # grace period, deterministically.
+    with serve(mlflow_server.uri, model, tmp_path / "cache", log, started,
+               batch_max_wait_ms="30000", shutdown_grace_s="1") as base:
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        thread = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{base}/v1/predict", json={"series": [OK]}, timeout=60)))
+        thread.start()
+        time.sleep(1.0)
+        started[0].send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        code = started[0].wait(timeout=30)
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {"detail": STOPPING_DETAIL}
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it shut down for
+    text = log.read_text()
+    assert "CancelledError" not in text and "Exception in ASGI application" not in text
+
+
+def test_serves_behind_a_tracking_uri_with_credentials(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """``http://user:password@host`` loads (the probe sends the credentials as a header; urllib
+    took them for part of the host name), and the password appears in no answer or log line."""
+    model = "integration-credentials"
+    version = register_version(mlflow_server.uri, make_forecaster(seed=0), tmp_path, name=model)
+    uri = mlflow_server.uri.replace("http://", "http://alice:s3cret@")
+    log = tmp_path / "service.log"
+    with serve(uri, model, tmp_path / "cache", log) as base:
+        ready = httpx.get(f"{base}/readyz")
+        info = httpx.get(f"{base}/v1/model")
+    assert ready.json() == {"status": "ready", "model": model, "version": version,
+                            "source": "registry"}
+    assert "s3cret" not in info.text
+    assert "s3cret" not in log.read_text()
