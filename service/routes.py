@@ -18,8 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from formats.params import flatten
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
-from service.redaction import redact
 from service.predictor import Job, PreparedSeries, prepare_series, resolve_sampling
+from service.redaction import redact
 from service.schemas import (
     ErrorResponse,
     LivenessResponse,
