@@ -6,10 +6,11 @@ that could name it goes through :func:`redact` before it reaches a log line or a
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["redact", "split_credentials"]
+__all__ = ["RedactingFilter", "redact", "split_credentials"]
 
 # ``scheme://user:password@`` or ``scheme://token@`` inside any text.
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#]+)@")
@@ -47,3 +48,19 @@ def split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
     netloc = f"{host}:{parts.port}" if parts.port is not None else host
     bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that redacts credentials from every record it formats (a library's
+    exception may quote a URL with its password: MLflow's, requests')."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text)
+            record.exc_info = None
+        return True

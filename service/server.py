@@ -14,6 +14,7 @@ import uvicorn
 from service.app import create_app
 from service.config import Settings, get_settings
 from service.middleware import RateLimitedLogFilter
+from service.redaction import RedactingFilter
 
 __all__ = ["run"]
 
@@ -65,8 +66,9 @@ def default_max_connections() -> int:
 
 
 def configure_logging() -> None:
-    """JSON access lines as they are (no prefix), and at most one "out of system resource"
-    line per 10 s from asyncio (it logs one per failed accept(), up to the backlog each second)."""
+    """JSON access lines as they are (no prefix), credentials redacted from every line, and at
+    most one "out of system resource" line per 10 s from asyncio (it logs one per failed
+    accept(), up to the backlog each second)."""
     access = logging.getLogger("service.access")
     if not access.handlers:
         handler = logging.StreamHandler()
@@ -74,6 +76,9 @@ def configure_logging() -> None:
         access.addHandler(handler)
         access.propagate = False
         access.setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:  # credentials in any library's message
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     flood = logging.getLogger("asyncio")
     if not any(isinstance(f, RateLimitedLogFilter) for f in flood.filters):
         flood.addFilter(RateLimitedLogFilter("socket.accept() out of system resource", 10.0))

@@ -158,3 +158,18 @@ def test_a_flooding_log_line_is_let_through_once_per_interval() -> None:
     later = record("socket.accept() out of system resource")
     assert flood.filter(later) is True
     assert later.getMessage().endswith("(2047 alike dropped in the last 60 s)")
+
+
+def test_log_lines_and_tracebacks_are_redacted() -> None:
+    from service.redaction import RedactingFilter
+
+    try:
+        raise ConnectionError("GET https://alice:s3cret@mlflow:5000/api failed")
+    except ConnectionError as exc:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "to %s: %s",
+                                   ("https://bob:hunter2@h", "boom"), (type(exc), exc, None))
+    assert RedactingFilter().filter(record) is True
+    text = logging.Formatter().format(record)
+    assert "to https://bob:***@h: boom" in text
+    assert "https://alice:***@mlflow:5000/api failed" in text
+    assert "s3cret" not in text and "hunter2" not in text
