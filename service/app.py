@@ -3,12 +3,15 @@
 ``create_app(settings)`` wires settings, the model store, the micro-batcher, metrics, error
 handlers and routes. The model is loaded once, in the lifespan, in a worker thread; if neither the
 registry nor the disk cache can provide one, the app still starts: ``/readyz`` and
-``/v1/predict`` answer 503 with the reason until an admin reload succeeds.
+``/v1/predict`` answer 503 with the reason until an admin reload succeeds. After a start from the
+disk cache (or with no model because the registry failed), a background task retries the registry
+with backoff and swaps in what the configured URI resolves to once the registry answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -23,6 +26,7 @@ from service.batching import MicroBatcher, RunJobs
 from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
 from service.model_store import ModelStore
 from service.predictor import Job, run_jobs
 from service.routes import router
@@ -67,6 +71,34 @@ def _runner(state_metrics: ServiceMetrics, settings: Settings) -> RunJobs:
     return run
 
 
+async def retry_registry(state: ServiceState) -> None:
+    """Until the configured model comes from the registry, retry it with exponential backoff
+    (``LATENT_ODE_REGISTRY_RETRY_INITIAL_S`` doubling up to ``..._MAX_S``), then swap it in.
+
+    Meanwhile the cached model (``source: cache``) or the 503 keeps answering.
+    """
+    settings = state.settings
+    delay = settings.registry_retry_initial_s
+    while True:
+        current = state.store.current
+        if current is not None and current.source == "registry":
+            return  # an admin reload got there first
+        await asyncio.sleep(delay)
+        try:
+            async with state.reload_lock:
+                model, _ = await anyio.to_thread.run_sync(state.store.reload)
+        except Exception as exc:  # noqa: BLE001 - retried; the reason is logged and in /readyz
+            delay = min(2 * delay, settings.registry_retry_max_s)
+            logger.warning("the registry is still unusable (%s); next try in %.0f s", exc, delay)
+            continue
+        state.metrics.set_model(model.name, model.version, model.source)
+        logger.info(
+            "the registry is back: now serving %s version %s from the registry",
+            model.name, model.version,
+        )
+        return
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service.
 
@@ -104,9 +136,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 model.name, model.version, model.source, model.device,
             )
         await batcher.start()
+        retry = None
+        if model is None or model.source == "cache":
+            retry = asyncio.create_task(retry_registry(state), name="registry-retry")
         try:
             yield
         finally:
+            if retry is not None:
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retry
             await batcher.stop()
 
     app = FastAPI(
@@ -118,6 +157,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
+    # Added innermost first: metrics → request context → API key → body deadline → body size.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    app.add_middleware(ApiKeyMiddleware, key=lambda: api_key)
+    app.add_middleware(RequestContextMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

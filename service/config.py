@@ -142,6 +142,34 @@ class Settings(BaseSettings):
     max_num_samples: int = Field(256, ge=1, description="Most samples a request may ask for.")
     seed: int = Field(0, ge=0, description="Seed of the latent samples when a request gives none.")
 
+    # Infrastructure (issue 16): retries, slow clients, shutdown, access.
+    registry_retry_initial_s: float = Field(
+        5.0, gt=0, description="After a start from the disk cache (or with no model), the first "
+        "wait before retrying the registry; each failure doubles it."
+    )
+    registry_retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between two retries of the registry."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request's body must have arrived this long after the request "
+        "began; else 408 (a body trickled byte by byte holds a connection and a task)."
+    )
+    max_connections: int | None = Field(
+        None, ge=1, description="Most connections and requests at once (uvicorn's "
+        "limit_concurrency; more get 503); unset: the open-file limit less 128."
+    )
+    backlog: int = Field(
+        256, ge=1, description="Connections the kernel queues before the service accepts them."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long requests in flight may take to finish; "
+        "those still running then get 503 (the service is stopping)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key for every page but /livez, /readyz and /v1/admin/* (sent as "
+        "`Authorization: Bearer <key>`); unset: no key (the local demo)."
+    )
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -149,7 +177,7 @@ class Settings(BaseSettings):
             raise ValueError(f"LATENT_ODE_DEVICE must be {DEVICE_CHOICES}; got {value!r}.")
         return value
 
-    @field_validator("admin_key")
+    @field_validator("admin_key", "api_key")
     @classmethod
     def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():

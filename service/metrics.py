@@ -11,7 +11,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MetricsMiddleware", "ServiceMetrics"]
+__all__ = ["KNOWN_METHODS", "MetricsMiddleware", "ServiceMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -66,8 +66,14 @@ class ServiceMetrics:
         self.model_info.labels(name=name, version=version, source=source).set(1)
 
 
+#: Methods labelled by name; any other (a client may send any token) is labelled "other", so
+#: that made-up methods cannot grow /metrics without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
-    """Counts and times every HTTP request, labelled by route template (not the raw path)."""
+    """Counts and times every HTTP request, labelled by route template (not the raw path; paths
+    of no route share "unmatched") and by method (unknown methods share "other")."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -91,6 +97,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            labels = {"method": scope["method"], "route": label, "status": str(status)}
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            labels = {"method": method, "route": label, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)

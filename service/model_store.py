@@ -9,18 +9,23 @@ Cache layout (``LATENT_ODE_MODEL_CACHE_DIR``)::
 
     <name>/versions/<store-key>/<version>/model/      one downloaded pyfunc model directory
     <name>/versions/<store-key>/<version>/.complete   written last: the download is whole
-    <name>/last.json                                  the version last loaded (and its path)
+    <name>/resolved/<store-key>/<ref>.json             what <ref> resolved to in that store
 
-``<store-key>`` is ``store-`` and 12 hex digits of the tracking URI's SHA-256, so that two
-tracking stores' "version 1" never share an entry.
+``<store-key>`` is ``store-`` and 12 hex digits of the SHA-256 of the tracking URI without its
+credentials, so that two tracking stores' "version 1" never share an entry (and a changed password
+keeps the cache). ``<ref>`` is ``alias-<ALIAS>`` or ``version-<VERSION>``: the configured model URI.
 
 A registry version's artifacts never change, so a version already in the cache is not
-downloaded again. When the registry cannot be used at start-up, the store loads the version named
-in ``last.json`` and marks the model's source as ``"cache"``.
+downloaded again. When the registry cannot be reached at start-up, the store loads what the
+configured store and model URI resolved to before (same store, name, alias or version), marks the
+model's source as ``"cache"``, and the app retries the registry with backoff until it answers. A
+registry that answers that it has no such model is believed: nothing is served from the cache then.
+Every message that may name the tracking URI goes through :func:`service.redaction.redact`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -44,11 +49,12 @@ from service.errors import (
     ModelVersionNotFoundError,
     RegistryUnavailableError,
 )
+from service.redaction import redact, split_credentials
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["LoadedModel", "ModelRef", "ModelStore", "parse_model_uri"]
+__all__ = ["LoadedModel", "ModelRef", "ModelStore", "parse_model_uri", "probe_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +144,20 @@ class ModelStore:
         """
         try:
             model = self._load_from_registry(None)
-        except Exception as exc:  # noqa: BLE001 - every failure falls back to the cache, logged
-            logger.warning("could not load %s from the registry: %s", self._settings.model_uri, exc)
-            registry_error = str(exc)
+        except ModelVersionNotFoundError as exc:
+            # The registry answered: whatever the cache holds is not what it names now.
+            self.last_error = redact(str(exc))
+            logger.error("no model loaded: %s", self.last_error)
+            return None
+        except Exception as exc:  # noqa: BLE001 - every other failure falls back to the cache
+            registry_error = redact(str(exc))
+            logger.warning(
+                "could not load %s from the registry: %s", self._settings.model_uri, registry_error
+            )
             try:
                 model = self._load_from_cache()
             except Exception as cache_exc:  # noqa: BLE001 - logged; /readyz reports it
-                self.last_error = (
+                self.last_error = redact(
                     f"the registry failed ({registry_error}) and the disk cache has no usable "
                     f"model ({cache_exc})"
                 )
@@ -169,7 +182,12 @@ class ModelStore:
             ModelVersionNotFoundError: no such version or alias.
         """
         with self._lock:
-            model = self._load_from_registry(version)
+            try:
+                model = self._load_from_registry(version)
+            except Exception as exc:
+                if self._current is None:  # /readyz says why, with the latest reason
+                    self.last_error = redact(str(exc))
+                raise
             previous = self._current
             self._current = model
             self.last_error = None
@@ -185,20 +203,28 @@ class ModelStore:
         return self._settings.tracking_uri or mlflow.get_tracking_uri()
 
     def _probe(self, tracking_uri: str) -> None:
-        """Fail fast when an HTTP tracking server is down (MLflow itself retries for minutes)."""
+        """Fail fast when an HTTP tracking server is down (MLflow itself retries for minutes).
+
+        Credentials in the URI (``https://user:password@host``) go into a Basic ``Authorization``
+        header, as MLflow's own client sends them; urllib would take them for part of the host.
+        """
         if not tracking_uri.startswith(("http://", "https://")):
             return
-        url = tracking_uri.rstrip("/") + "/health"
+        shown = redact(tracking_uri)
+        request = probe_request(tracking_uri)
         try:
-            with urllib.request.urlopen(url, timeout=self._settings.registry_timeout_s) as resp:
-                if resp.status != 200:
-                    raise RegistryUnavailableError(
-                        f"the MLflow tracking server {tracking_uri} answered {resp.status} at /health"
-                    )
+            with urllib.request.urlopen(request, timeout=self._settings.registry_timeout_s) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
         except (urllib.error.URLError, OSError) as exc:
             raise RegistryUnavailableError(
-                f"the MLflow tracking server {tracking_uri} is unreachable ({exc})"
+                redact(f"the MLflow tracking server {shown} is unreachable ({exc})")
             ) from exc
+        if status != 200:
+            raise RegistryUnavailableError(
+                f"the MLflow tracking server {shown} answered {status} at /health"
+            )
 
     def _load_from_registry(self, version: str | None) -> LoadedModel:
         from mlflow.exceptions import MlflowException
@@ -223,11 +249,12 @@ class ModelStore:
                     f"the registry has no {what} of model {name!r}; register it or pick an "
                     "existing version"
                 ) from exc
-            raise RegistryUnavailableError(f"the MLflow registry failed: {exc}") from exc
+            raise RegistryUnavailableError(redact(f"the MLflow registry failed: {exc}")) from exc
         resolved = str(resolved)
         path = self._download(client, name, resolved, tracking_uri)
         model = self._load_forecaster(name, resolved, path, source="registry")
-        self._write_pointer(name, resolved)
+        if version is None:  # what the configured URI resolves to (an admin's pick is not)
+            self._write_pointer(resolved)
         return model
 
     def _download(self, client: MlflowClient, name: str, version: str, tracking_uri: str) -> Path:
@@ -262,7 +289,7 @@ class ModelStore:
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise RegistryUnavailableError(
-                f"downloading models:/{name}/{version} failed: {exc}"
+                redact(f"downloading models:/{name}/{version} failed: {exc}")
             ) from exc
         logger.info(
             "downloaded %s version %s to %s in %.1f s", name, version, final,
@@ -300,24 +327,40 @@ class ModelStore:
         )
 
     def _load_from_cache(self) -> LoadedModel:
+        """What the configured store and model URI resolved to before, and nothing else: a
+        cached model of another store, or of another alias or version, is never served.
+
+        Raises:
+            FileNotFoundError: the cache holds no such model, or only part of its download.
+        """
         name = self._ref.name
-        pointer = self._pointer_path(name)
-        if not pointer.exists():
-            raise FileNotFoundError(f"no cached model of {name!r} under {pointer.parent}")
-        record = json.loads(pointer.read_text())
-        version = str(record["version"])
-        # The last model loaded, from whichever store it came from: that is what kept serving.
-        path = Path(record["path"]) if "path" in record else self._version_dir(name, version)
+        shown = redact(self._tracking_uri())
+        if self._ref.version is not None:
+            version = self._ref.version
+        else:
+            pointer = self._pointer_path()
+            if not pointer.exists():
+                raise FileNotFoundError(
+                    f"{shown} never resolved {self._settings.model_uri} for this cache "
+                    f"({self._settings.model_cache_dir}); a cached model of another store, "
+                    "alias or version is not served"
+                )
+            version = str(json.loads(pointer.read_text())["version"])
+        path = self._version_dir(name, version)
         if not (path / _COMPLETE_MARKER).exists():
-            raise FileNotFoundError(f"the cached version {version} at {path} is incomplete")
+            raise FileNotFoundError(
+                f"version {version} of {name!r} from {shown} is not in the cache or its download "
+                f"is incomplete ({path})"
+            )
         return self._load_forecaster(name, version, path, source="cache")
 
     # ------------------------------------------------------------------------------- cache paths
 
     def _store_key(self) -> str:
         """A short key of the tracking store, so that two stores' "version 1" never share a cache
-        entry (a relative SQLite path is made absolute: it names a different store per cwd)."""
-        uri = self._tracking_uri()
+        entry (a relative SQLite path is made absolute: it names a different store per cwd;
+        credentials are left out: a new password does not make a new store)."""
+        uri, _ = split_credentials(self._tracking_uri())
         prefix = "sqlite:///"
         if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
             uri = prefix + str(Path(uri[len(prefix):]).resolve())
@@ -330,12 +373,25 @@ class ModelStore:
     def _version_dir(self, name: str, version: str) -> Path:
         return self._name_dir(name) / "versions" / self._store_key() / version
 
-    def _pointer_path(self, name: str) -> Path:
-        return self._name_dir(name) / "last.json"
+    def _pointer_path(self) -> Path:
+        ref = self._ref
+        key = f"alias-{ref.alias}" if ref.alias is not None else f"version-{ref.version}"
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+        return self._name_dir(ref.name) / "resolved" / self._store_key() / f"{safe}.json"
 
-    def _write_pointer(self, name: str, version: str) -> None:
-        pointer = self._pointer_path(name)
-        tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version, "uri": self._settings.model_uri,
-                                   "path": str(self._version_dir(name, version))}))
+    def _write_pointer(self, version: str) -> None:
+        pointer = self._pointer_path()
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"version": version, "uri": self._settings.model_uri}))
         tmp.replace(pointer)
+
+
+def probe_request(tracking_uri: str) -> urllib.request.Request:
+    """The ``GET /health`` request probing an HTTP tracking server, credentials as a header."""
+    bare, credentials = split_credentials(tracking_uri)
+    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request

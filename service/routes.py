@@ -5,6 +5,8 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import anyio
@@ -24,6 +26,7 @@ from service.predictor import (
     prepare_series,
     resolve_sampling,
 )
+from service.redaction import redact
 from service.schemas import (
     ErrorResponse,
     LivenessResponse,
@@ -139,9 +142,21 @@ def _json_safe(value: object) -> _JSONValue:
         return [_json_safe(v) for v in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int):
         return value
-    return str(value)
+    return redact(str(value))
+
+
+def _public_source(source: _JSONValue) -> _JSONValue:
+    """The training data's location without the server's file system: a local path or
+    ``file://`` URI keeps only its file name; other URIs stay (credentials redacted)."""
+    if not isinstance(source, str):
+        return source
+    if source.startswith(("file:", "/")) or re.match(r"^[A-Za-z]:[\\/]", source):
+        return PurePosixPath(source.replace("\\", "/")).name
+    return source
 
 
 _METRICS_SECTION = "metrics"
@@ -169,6 +184,8 @@ def _model_response(model: LoadedModel) -> ModelResponse:
     fc = model.forecaster
     metadata = _json_safe(dict(fc.metadata))
     assert isinstance(metadata, dict)  # a dict stays a dict
+    if "source" in metadata:
+        metadata["source"] = _public_source(metadata["source"])
     return ModelResponse(
         name=model.name,
         version=model.version,

@@ -49,10 +49,11 @@ class MlflowServer:
     proc: subprocess.Popen
 
 
-def start_mlflow_server(root: Path) -> MlflowServer:
-    """Start a real ``mlflow server`` (SQLite backend, served artifacts) on a free local port."""
+def start_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
+    """Start a real ``mlflow server`` (SQLite backend, served artifacts) on ``port`` (default: a
+    free local port); the same root and port restart a stopped server."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115 - closed with the process
     cmd = [
         sys.executable, "-m", "mlflow", "server",

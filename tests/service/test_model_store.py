@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,19 +26,51 @@ def _dead_tracking_uri() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def test_starts_from_the_disk_cache_when_the_registry_is_down(
-    make_settings: Any, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def registry_down(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
+    """Make the configured (SQLite) store's registry unreachable, or reachable again: the probe
+    fails as it does for an HTTP server that is down."""
+    from service.errors import RegistryUnavailableError
+    from service.model_store import ModelStore
+
+    real = ModelStore._probe
+
+    def set_down(down: bool) -> None:
+        def probe(self: ModelStore, tracking_uri: str) -> None:
+            if down:
+                raise RegistryUnavailableError(
+                    f"the MLflow tracking server {tracking_uri} is unreachable (refused)"
+                )
+            real(self, tracking_uri)
+
+        monkeypatch.setattr(ModelStore, "_probe", probe)
+
+    return set_down
+
+
+def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back(
+    make_settings: Any, registry: Any, registry_down: Callable[[bool], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with TestClient(create_app(make_settings())) as client:  # fills the cache
         expected = client.post("/v1/predict", json={"series": [OK]}).json()
-    dead = _dead_tracking_uri()
+    registry_down(True)
+    settings = make_settings(registry_retry_initial_s=0.05, registry_retry_max_s=0.1)
     with caplog.at_level(logging.WARNING, logger="service.model_store"):
-        with TestClient(create_app(make_settings(tracking_uri=dead))) as client:
+        with TestClient(create_app(settings)) as client:
             ready = client.get("/readyz")
             answer = client.post("/v1/predict", json={"series": [OK]}).json()
             model = client.get("/v1/model").json()
             reload = client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN_KEY})
-            still = client.get("/readyz")
+            time.sleep(0.5)  # several retries, all failing
+            still = client.get("/readyz").json()
+            registry_down(False)
+            deadline = time.monotonic() + 20
+            back = client.get("/readyz").json()
+            while back["source"] != "registry" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                back = client.get("/readyz").json()
+            info = client.get("/metrics").text
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
                             "source": "cache"}
@@ -44,8 +78,86 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down(
     assert answer["series"] == expected["series"]
     assert any("from the disk cache" in r.getMessage() for r in caplog.records)
     assert reload.status_code == 503
-    assert reload.json()["detail"].startswith(f"the MLflow tracking server {dead} is unreachable")
-    assert still.json()["source"] == "cache"  # the cached model keeps serving
+    assert reload.json()["detail"].startswith(
+        f"the MLflow tracking server {registry.tracking_uri} is unreachable"
+    )
+    assert still["source"] == "cache"  # the cached model keeps serving while the registry is down
+    assert back == {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry"}
+    assert f'latent_ode_model_info{{name="{MODEL_NAME}",source="registry",version="1"}} 1.0' in info
+
+
+def test_the_cache_never_serves_another_stores_model(make_settings: Any, tmp_path: Any) -> None:
+    """Issue 16 item 1: a cache filled from one store, a service pointed at another (dead, or
+    alive and empty): not ready, with the reason, instead of the other store's model."""
+    with TestClient(create_app(make_settings())) as client:  # fills the cache from the registry
+        assert client.get("/readyz").status_code == 200
+    dead = _dead_tracking_uri()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    with TestClient(create_app(make_settings(tracking_uri=dead))) as client:
+        from_dead = client.get("/readyz")
+    with TestClient(create_app(make_settings(tracking_uri=empty))) as client:
+        from_empty = client.get("/readyz")
+    assert from_dead.status_code == from_empty.status_code == 503
+    assert (f"the disk cache has no usable model ({dead} never resolved models:/{MODEL_NAME}"
+            "@champion for this cache" in from_dead.json()["detail"])
+    assert "a cached model of another store, alias or version is not served" in (
+        from_dead.json()["detail"]
+    )
+    # A registry that answers is believed: it has no such model, so nothing is served.
+    assert from_empty.json()["detail"].startswith(
+        f"no model is loaded: the registry has no models:/{MODEL_NAME}@champion"
+    )
+
+
+def test_the_cache_never_serves_another_alias(
+    make_settings: Any, registry_down: Callable[[bool], None]
+) -> None:
+    with TestClient(create_app(make_settings())) as client:  # caches what @champion resolved to
+        assert client.get("/readyz").status_code == 200
+    registry_down(True)
+    uri = f"models:/{MODEL_NAME}@challenger"
+    with TestClient(create_app(make_settings(model_uri=uri))) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert f"never resolved {uri} for this cache" in response.json()["detail"]
+
+
+def test_a_pinned_version_is_served_from_the_cache_and_an_incomplete_one_is_not(
+    make_settings: Any, registry_down: Callable[[bool], None], tmp_path: Any
+) -> None:
+    pinned = make_settings(model_uri=f"models:/{MODEL_NAME}/1")
+    with TestClient(create_app(pinned)) as client:
+        assert client.get("/readyz").json()["source"] == "registry"
+    registry_down(True)
+    with TestClient(create_app(pinned)) as client:
+        cached = client.get("/readyz")
+    (marker,) = (tmp_path / "cache").rglob(".complete")
+    marker.unlink()  # as an interrupted download leaves it
+    with TestClient(create_app(pinned)) as client:
+        incomplete = client.get("/readyz")
+    assert cached.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
+                             "source": "cache"}
+    assert incomplete.status_code == 503
+    assert (f"version 1 of {MODEL_NAME!r} from " in incomplete.json()["detail"]
+            and "is not in the cache or its download is incomplete" in incomplete.json()["detail"])
+
+
+def test_a_failed_download_leaves_nothing_and_says_why(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import mlflow.artifacts
+
+    def fail(**kwargs: Any) -> str:
+        raise OSError("connection reset while downloading")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", fail)
+    with TestClient(create_app(make_settings())) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert (f"downloading models:/{MODEL_NAME}/1 failed: connection reset while downloading"
+            in response.json()["detail"])
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []  # no partial download, no pointer to one
 
 
 def test_no_registry_and_no_cache_is_503_not_a_crash(make_settings: Any) -> None:
