@@ -16,7 +16,7 @@ from pipelines.config import load_config, parse_config
 from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
 from pipelines.steps.evaluate import metric_name
 from pipelines.steps.ingest import split_by_series
-from pipelines.steps.train import summary_metrics, training_device, world_size
+from pipelines.steps.train import training_device, world_size
 from tests.pipelines.test_config import tiny_config
 
 
