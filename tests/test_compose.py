@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from dotenv import dotenv_values
+from dotenv.variables import parse_variables
 from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +53,7 @@ SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|KEY")
 # Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?msg}, ${VAR?msg},
 # ${VAR:+alt}. "$${" is an escaped dollar, left for the container's shell.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])[^}]*)?\}")
+REQUIRED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?+][^}]*)?\}$")
 URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s]+)@")
 
@@ -66,32 +69,25 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def interpolate(node: Any, env: dict[str, str]) -> Any:
-    """``node`` with compose's ``${...}`` references resolved from ``env``, ``$$`` unescaped."""
-    if isinstance(node, dict):
-        return {k: interpolate(v, env) for k, v in node.items()}
-    if isinstance(node, list):
-        return [interpolate(v, env) for v in node]
-    if not isinstance(node, str):
-        return node
+def interpolated(path: Path) -> dict[str, Any]:
+    """A compose file as compose reads it with ``.env.example`` as its ``.env``.
 
-    def resolve(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
-        value = env.get(name)
-        if operator in (":-", "-") and (value is None or (operator == ":-" and not value)):
-            return argument
-        # Unset is "" as in compose; the .env.example test names the missing variable.
-        return value or ""
-
-    return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}", resolve, node)
+    python-dotenv expands ``${VAR}`` and ``${VAR:-default}`` (compose's rules for a set
+    variable); compose's ``${VAR:?message}`` is ``${VAR}`` once the variable is set, and ``$$``
+    is a literal ``$`` left for the container's shell.
+    """
+    text = REQUIRED.sub(r"${\1}", path.read_text()).replace("$${", "\0{")
+    env = env_example()
+    text = "".join(atom.resolve(env) for atom in parse_variables(text))
+    data = yaml.safe_load(text.replace("\0", "$"))
+    assert isinstance(data, dict), f"{path.name} must be a YAML mapping"
+    return data
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     """docker-compose.yml as compose sees it after reading ``.env`` (here: .env.example)."""
-    return interpolate(load_yaml(COMPOSE_FILE), env_example())
+    return interpolated(COMPOSE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +97,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def gpu_services() -> dict[str, dict[str, Any]]:
-    return interpolate(load_yaml(GPU_FILE), env_example())["services"]
+    return interpolated(GPU_FILE)["services"]
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -174,15 +170,9 @@ def python_minor_of_base_image(path: Path) -> str:
 
 
 def env_example() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for lineno, raw in enumerate(ENV_EXAMPLE.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        assert sep, f".env.example line {lineno} is not KEY=VALUE: {raw!r}"
-        values[key.strip()] = value.strip()
-    return values
+    values = dotenv_values(ENV_EXAMPLE, interpolate=False)
+    assert all(v is not None for v in values.values()), f".env.example has keys without =: {values}"
+    return {k: str(v) for k, v in values.items()}
 
 
 def walk_strings(node: Any) -> Iterator[str]:
@@ -217,67 +207,30 @@ def latent_ode_commands(services: dict[str, dict[str, Any]]) -> dict[str, list[s
 # Checking a command line against an argparse parser
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every subcommand's parser below it."""
+    yield parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+            for sub in action.choices.values():
+                yield from _parsers(sub)
 
 
 def cli_problems(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """What is wrong with running ``argv`` (``["latent-ode", ...]``) through ``parser``.
 
-    Walks the subcommand path token by token, so a missing subcommand or option is named
-    exactly; then lets argparse parse the whole line, which also catches missing required
-    arguments and bad choices. Abbreviated options are reported: argparse accepts them, but a
-    later option with the same prefix would silently change their meaning.
+    argparse parses the line itself (unknown subcommands and options, missing arguments, bad
+    values). An option must also be spelt out in full: argparse accepts an abbreviation, whose
+    meaning a later option with the same prefix would silently change.
     """
-    problems: list[str] = []
-    current, path = parser, [argv[0]]
-    tokens = argv[1:]
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("-") and token != "-":
-            name = token.split("=", 1)[0]
-            action = current._option_string_actions.get(name)
-            if action is None:
-                known = sorted(s for s in current._option_string_actions if s.startswith("--"))
-                problems.append(f"`{' '.join(path)}` has no option {name}; it has {known}")
-                i += 1
-                continue
-            if "=" not in token and action.nargs != 0:
-                if action.nargs in ("*", "+", argparse.REMAINDER):
-                    while i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
-                        i += 1
-                elif action.nargs == "?":
-                    if i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
-                        i += 1
-                else:
-                    i += action.nargs if isinstance(action.nargs, int) else 1
-            i += 1
-            continue
-        sub = _subparsers(current)
-        if sub is not None:
-            if token not in sub.choices:
-                problems.append(
-                    f"`{' '.join(path)}` has no subcommand {token!r}; it has {sorted(sub.choices)}"
-                )
-                return problems
-            current = sub.choices[token]
-            path.append(token)
-        i += 1
-    if _subparsers(current) is not None and current is not parser:
-        sub = _subparsers(current)
-        assert sub is not None
-        if sub.required:
-            problems.append(f"`{' '.join(path)}` needs a subcommand, one of {sorted(sub.choices)}")
-    if problems:
-        return problems
+    known = {name for p in _parsers(parser) for name in p._option_string_actions}
+    problems = [f"`{shlex.join(argv)}` has no option {token.split('=', 1)[0]} (spell it out)"
+                for token in argv[1:]
+                if token.startswith("--") and token.split("=", 1)[0] not in known]
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            parser.parse_args(tokens)
+            parser.parse_args(argv[1:])
     except SystemExit as exc:
         if exc.code not in (0, None):
             problems.append(f"argparse rejects `{shlex.join(argv)}`: {stderr.getvalue().strip()}")
@@ -300,10 +253,10 @@ def _toy_cli() -> argparse.ArgumentParser:
     [
         (["latent-ode", "pipeline", "run", "--config", "a.toml"], None),
         (["latent-ode", "serve", "--host", "0.0.0.0", "--port=8000"], None),
-        (["latent-ode", "pipeline", "start", "--config", "a.toml"], "no subcommand 'start'"),
+        (["latent-ode", "pipeline", "start", "--config", "a.toml"], "invalid choice: 'start'"),
         (["latent-ode", "serve", "--workers", "2"], "has no option --workers"),
         (["latent-ode", "serve", "--hos", "0.0.0.0"], "has no option --hos"),
-        (["latent-ode", "pipeline"], "needs a subcommand"),
+        (["latent-ode", "pipeline"], "the following arguments are required: action"),
         (["latent-ode", "pipeline", "run"], "the following arguments are required: --config"),
         (["latent-ode", "serve", "--port", "eighty"], "invalid int value"),
     ],
@@ -671,29 +624,12 @@ def test_paths_the_compose_file_uses_exist(services: dict[str, dict[str, Any]]) 
 
 
 def test_dockerignore_keeps_what_the_image_needs(services: dict[str, dict[str, Any]]) -> None:
-    # A simplified reading of .dockerignore (no "!" exceptions are used, asserted below):
-    # a pattern excludes the paths it matches and everything under them.
-    patterns = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert not any(p.startswith("!") for p in patterns), "exceptions would need a real matcher"
+    # Docker's own matching rules, as the docker SDK (an MLflow dependency) applies them.
+    from docker.utils.build import PatternMatcher
 
-    def as_regex(pattern: str) -> re.Pattern[str]:
-        # Docker's matching: "*" and "?" stay within one path segment, "**/" spans any.
-        out = re.escape(pattern.strip("/"))
-        out = out.replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        return re.compile(out)
-
-    regexes = [as_regex(p) for p in patterns]
-
-    def excluded(path: str) -> bool:
-        # Excluding a directory excludes everything below it.
-        parts = path.split("/")
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        return any(r.fullmatch(prefix) for r in regexes for prefix in prefixes)
-
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    excluded = PatternMatcher(patterns).matches
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     needed = {
         "pyproject.toml",

@@ -16,7 +16,7 @@ from pipelines.config import load_config, parse_config
 from pipelines.steps import decide_promotion, evaluate, ingest, load_split, register, save_split, train
 from pipelines.steps.evaluate import metric_name
 from pipelines.steps.ingest import split_by_series
-from pipelines.steps.train import summary_metrics, training_device, world_size
+from pipelines.steps.train import training_device, world_size
 from tests.pipelines.test_config import tiny_config
 
 
@@ -85,6 +85,19 @@ def test_unknown_channel_and_generator_option_are_named() -> None:
         ingest(parse_config(tiny_config(data={"options": {"n_pts": 3}})))
 
 
+def _forecast_baseline(series: list[Series], scale: float) -> tuple[int, float, float]:
+    """(count, MSE on the model's scale, MAE in user units) of last-observation-carried-forward
+    over the second half of each series' span, from the raw values: an answer known without
+    the library (one channel, fully observed)."""
+    errs = []
+    for s in series:
+        cut = s.times[0] + 0.5 * (s.times[-1] - s.times[0])
+        before = s.times < cut
+        errs.append(s.values[~before, 0] - s.values[before, 0][-1])
+    err = np.concatenate(errs)
+    return err.size, float(np.mean((err / scale) ** 2)), float(np.mean(np.abs(err)))
+
+
 def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     events = []
     result = train(tiny_cfg, tiny_data, callbacks=[events.append], checkpoint_dir=tmp_path)
@@ -92,25 +105,38 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     assert {e.kind for e in events} == {"step", "epoch"}
     lib = result.result
     assert lib.steps == 12  # 4 epochs x ceil(24 / 8)
-    # The metrics are those of the kept (best) weights, not of the last validation.
-    assert result.metrics == summary_metrics(lib)
-    assert result.metrics[tiny_cfg.train.val_metric] == pytest.approx(lib.best_metric)
-    assert lib.best_metric <= lib.history[0][tiny_cfg.train.val_metric]
+    assert sum(e.kind == "epoch" for e in events) == 4
+    # The metrics are those of the kept (best) weights: the best validation of the history.
+    val = [h[tiny_cfg.train.val_metric] for h in lib.history]
+    assert len(val) == 4
+    assert result.metrics[tiny_cfg.train.val_metric] == pytest.approx(min(val))
     assert result.forecaster.metadata["metrics"] == result.metrics
 
     ev = evaluate(tiny_cfg, result.forecaster, tiny_data)
+    # The training data's standard deviation, from the raw values.
+    train_values = np.concatenate([s.values[:, 0] for s in tiny_data.train])
+    scale = float(np.std(train_values))
+    assert scale == pytest.approx(float(tiny_data.normaliser.scale[0]))
     for split in ("val", "test"):
+        m = {k.removeprefix(f"{split}/"): v for k, v in ev.metrics.items()
+             if k.startswith(f"{split}/")}
+        assert m == pytest.approx(ev.results[split].metrics)  # the library's, renamed
+        # The split's own series are scored, every held-out point once: the forecast regime's
+        # baseline (LOCF) and its count are known from the raw data, independently of the model.
+        count, base_mse, base_mae_units = _forecast_baseline(tiny_data.split(split), scale)
+        assert m["forecast/count"] == count
+        assert sum(m[f"forecast/horizon_count/h{k}"] for k in range(1, 6)) == count
+        assert m["forecast/baseline_mse"] == pytest.approx(base_mse, rel=1e-6)
+        assert m["forecast/baseline_mae_units"] == pytest.approx(base_mae_units, rel=1e-6)
+        # The per-channel names carry the channel: one channel, so they equal the pooled ones.
+        assert m["forecast/baseline_mse/x"] == pytest.approx(base_mse, rel=1e-6)
         for regime in ("interp", "forecast"):
-            for stat in ("mse", "mae", "mae_units", "baseline_mse", "baseline_mae", "skill",
-                         "nll", "coverage_90", "skill/x", "mse/x", "horizon_count/h1"):
-                key = f"{split}/{regime}/{stat}"
-                assert math.isfinite(ev.metrics[key]), key
-            m = {k.removeprefix(f"{split}/"): v for k, v in ev.metrics.items()
-                 if k.startswith(f"{split}/")}
-            assert m == pytest.approx(ev.results[split].metrics)
-            assert 0.0 <= m[f"{regime}/coverage_90"] <= 1.0
+            # MAE in user units is the normalised MAE times the training scale.
+            assert m[f"{regime}/mae_units"] == pytest.approx(m[f"{regime}/mae"] * scale)
             assert m[f"{regime}/skill"] == pytest.approx(
                 1 - m[f"{regime}/mse"] / m[f"{regime}/baseline_mse"])
+            for stat in ("nll", "coverage_90", "mse", "skill/x"):
+                assert math.isfinite(m[f"{regime}/{stat}"]), (split, regime, stat)
     # The training objective's check keeps its own names; evaluate does not produce them.
     assert not any(k.startswith(("val_", "test_")) for k in ev.metrics)
     names = [name for name, _ in ev.figures]
