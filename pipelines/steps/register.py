@@ -20,7 +20,8 @@ hash, the data digest), every version carries it as tags set when it is created,
 ``register`` first looks for a version with that identity: one whose registration completed
 (tag ``latent_ode.registration = complete``, set after the alias decision) is reported as a
 match and nothing new is registered; one left incomplete by a killed process is completed (metric
-tag, alias decision) instead of registering another.
+tag, alias decision) instead of registering another. With ``force``, a matching version takes
+the alias instead of a new one being registered.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def register(
         )
     new_value = float(metrics[metric])
     found = registry.find_version(identity) if identity else None
-    if found is not None and found.tags.get(TAG_COMPLETE) == "complete":
+    complete = found is not None and found.tags.get(TAG_COMPLETE) == "complete"
+    if found is not None and complete and not force:
         promoted = found.tags.get(TAG_PROMOTED) == "true"
         reason = (f"identical to version {found.version} (same train run, config hash and data "
                   f"digest), registered before; nothing new registered. Its decision then: "
@@ -217,17 +219,18 @@ def register(
         )
     champion = registry.champion(metric)
     existed = registry.exists()
-    if found is not None:
+    if found is not None:  # incomplete, or complete and --force: no new version
         version, created = found.version, False
-        logger.warning("%s version %s was left half-registered (its registration was "
-                       "interrupted); completing it instead of registering another",
-                       registry.name, version)
+        if not complete:
+            logger.warning("%s version %s was left half-registered (its registration was "
+                           "interrupted); completing it instead of registering another",
+                           registry.name, version)
     elif identity:
         version, created = registry.log_and_register(forecaster_dir, metrics, tags=identity), True
     else:
         version, created = registry.log_and_register(forecaster_dir, metrics), True
     try:
-        if champion is not None and champion.version == version:
+        if champion is not None and champion.version == version and not complete:
             # Killed after the alias moved, before the registration was marked complete.
             decision = Decision(True, f"took `{registry.alias}` before its registration was "
                                       "interrupted; keeps it")
@@ -255,5 +258,5 @@ def register(
     return RegisterResult(
         model_name=registry.name, version=version, promoted=decision.promote,
         reason=decision.reason, metric=metric, value=new_value,
-        completed_run_id=None if created else found.run_id if found else None,
+        completed_run_id=found.run_id if found is not None and not complete else None,
     )

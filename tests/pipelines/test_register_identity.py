@@ -135,8 +135,8 @@ def test_identity_on_a_real_store_rollback_match_and_an_orphan_holding_the_alias
     client.set_terminated(train_run.info.run_id)
     fc, metrics = _tiny_forecaster(), {"val_loss": 1.0}
 
-    def reg():
-        return register_stage(cfg, fc, metrics, train_run_id=train_run.info.run_id).value
+    def reg(run_id: str = train_run.info.run_id, force: bool = False):
+        return register_stage(cfg, fc, metrics, train_run_id=run_id, force=force).value
 
     # A failure in the process (not a kill) still rolls back: no version, no registered model.
     def boom(self, version: str) -> None:
@@ -166,3 +166,17 @@ def test_identity_on_a_real_store_rollback_match_and_an_orphan_holding_the_alias
                                 "keeps it")
     assert client.get_model_version(name, "1").tags["latent_ode.registration"] == "complete"
     assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+    # Another training, worse: registered, not promoted; registered again with --force, that
+    # same version takes the alias (no third version).
+    other = client.create_run(client.get_experiment_by_name("identity").experiment_id)
+    client.set_terminated(other.info.run_id)
+    metrics["val_loss"] = 2.0
+    worse = reg(other.info.run_id)
+    assert (worse.version, worse.promoted) == ("2", False)
+    forced = reg(other.info.run_id, force=True)
+    assert (forced.version, forced.promoted, forced.matched) == ("2", True, False)
+    assert forced.completed_run_id is None
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert client.get_model_version(name, "2").tags["promoted"] == "true"
+    assert len(client.search_model_versions(f"name='{name}'")) == 2
