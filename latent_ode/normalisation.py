@@ -78,13 +78,15 @@ class Normaliser:
 
     @classmethod
     def fit(cls, series: Sequence[Series], *, kind: Kind = "standard",
-            time_scale: float | None = None) -> Normaliser:
+            time_scale: float | None = None,
+            channels: Sequence[str] | None = None) -> Normaliser:
         """Fit on training series.
 
         Args:
             series: the training split.
             kind: ``standard``, ``minmax`` or ``none``.
             time_scale: fixed time divisor; ``None`` fits the longest series' time span.
+            channels: the D channel names, used in messages (else channels are named by index).
 
         Raises:
             DataError: no series, or a channel with no observed value at all.
@@ -100,8 +102,10 @@ class Normaliser:
             seen = ~np.isnan(values)
             empty = np.flatnonzero(~seen.any(axis=0))
             if empty.size:
+                named = ([channels[i] for i in empty] if channels is not None
+                         and len(channels) == d else empty.tolist())
                 raise DataError(
-                    f"channel(s) {empty.tolist()} are never observed in the training series; "
+                    f"channel(s) {named} are never observed in the training series; "
                     "drop them or add data where they are observed."
                 )
             if kind == "standard":

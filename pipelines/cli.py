@@ -215,8 +215,11 @@ def _cmd_register(args: argparse.Namespace) -> None:
 
 
 def _register_summary(r: RegisterResult) -> str:
+    if r.matched:
+        return f"matches {r.model_name} version {r.version}, nothing registered: {r.reason}"
     what = "promoted to" if r.promoted else "NOT promoted to"
-    return f"registered {r.model_name} version {r.version}, {what} champion: {r.reason}"
+    done = " (completed an interrupted registration)" if r.completed_run_id else ""
+    return f"registered {r.model_name} version {r.version}{done}, {what} champion: {r.reason}"
 
 
 def _pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, str | None, str]:

@@ -166,13 +166,39 @@ def _file_kind(path: Path) -> str:
 def _read_frame(path: Path, kind: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; check the path.")
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path}, line 1: the file is empty (0 bytes); a long-format file starts with a "
+            f"header line such as '{SERIES_ID},{TIME},HR'."
+        )
     try:
         return _parse_frame(path, kind)
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_utf8(path, exc)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{path}, line 1: no header line (the file holds only blank lines); a long-format "
+            f"file starts with a header line such as '{SERIES_ID},{TIME},HR'."
+        ) from None
     except (ValueError, OSError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
         raise DataError(
             f"cannot read {str(path)!r} as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
             f"check that it is a {kind} file in the long format of docs/pipelines.md."
         ) from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where in the file the first byte that is not UTF-8 sits (line and column, from 1)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        start = exc.start  # not reproducible on the whole file: the reader's own offset
+    except UnicodeDecodeError as whole:
+        start = whole.start
+    line = raw.count(b"\n", 0, start) + 1
+    column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+    return (f"{path}, line {line}, column {column} (byte {start}): the byte "
+            f"{raw[start:start + 1]!r} is not UTF-8 text; save the file as UTF-8.")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -275,18 +275,25 @@ def register_stage(
     the metric that the next registration compares against.
     """
     tags = _tags(cfg, "register")
+    identity = None
     if train_run_id:
         tags[tracking.TAG_TRAIN_RUN] = train_run_id
+        identity = {tracking.TAG_TRAIN_RUN: train_run_id,
+                    tracking.TAG_CONFIG_HASH: config_hash(cfg),
+                    tracking.TAG_DATA_DIGEST: tracking.data_digest(train_run_id)}
     with tracking.start_run("register", tags=tags) as run:
         _log_config(cfg, run)
         mlflow.log_metrics(metrics)
         registry = tracking.MlflowRegistry(cfg.registry.model_name, cfg.registry.alias)
         with tempfile.TemporaryDirectory(prefix="latent-ode-fc-") as tmp:
             folder = forecaster.save(Path(tmp) / FORECASTER_ARTIFACT)
-            result = register(cfg, folder, metrics, registry, force=force)
+            result = register(cfg, folder, metrics, registry, force=force, identity=identity)
+        if result.completed_run_id and result.completed_run_id != run.info.run_id:
+            tracking.mark_killed(result.completed_run_id)
         mlflow.set_tags({
             "registered_model": result.model_name, "registered_version": result.version,
             "promoted": str(result.promoted).lower(), "promotion_reason": result.reason,
+            "matched_existing_version": str(result.matched).lower(),
         })
         return StageRun(run.info.run_id, result)
 
@@ -316,6 +323,22 @@ def _children(parent_id: str, experiment: str) -> dict[str, Run]:
     for r in runs:  # newest first
         out.setdefault(r.data.tags.get(tracking.TAG_STEP, ""), r)
     return out
+
+
+def _mark_dead_steps(parent_id: str, experiment: str) -> None:
+    """Mark KILLED the step runs of ``parent_id`` left RUNNING by a process that died.
+
+    The newest unfinished train run is not marked: it is reopened and continues from its last
+    checkpoint (and ends FINISHED or FAILED). Any other step that was running starts again in a
+    new run.
+    """
+    runs = tracking.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'", experiment=experiment)
+    resumed_train = next((r for r in runs if r.data.tags.get(tracking.TAG_STEP) == "train"), None)
+    for r in runs:
+        if r.info.status != "RUNNING" or (
+                resumed_train is not None and r.info.run_id == resumed_train.info.run_id):
+            continue
+        tracking.mark_killed(r.info.run_id)
 
 
 def run_pipeline(
@@ -353,6 +376,7 @@ def run_pipeline(
         done = _children(parent.info.run_id, cfg.mlflow.experiment)
         logger.info("resuming pipeline run %s (steps found: %s)", parent.info.run_id,
                     ", ".join(f"{k}={v.info.status}" for k, v in done.items()) or "none")
+        _mark_dead_steps(parent.info.run_id, cfg.mlflow.experiment)
     tags = {tracking.TAG_KIND: "pipeline", tracking.TAG_CONFIG_HASH: config_hash(cfg)}
     if config_source:
         tags["config_file"] = config_source

@@ -10,6 +10,7 @@ in the working directory, artifacts in ``./mlruns``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -39,9 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_ARTIFACT",
     "Champion",
+    "RegisteredVersion",
     "MetricsLogger",
     "MlflowRegistry",
+    "IDENTITY_TAGS",
     "TAG_CONFIG_HASH",
+    "TAG_DATA_DIGEST",
     "TAG_KIND",
     "TAG_STEP",
     "download_artifacts",
@@ -51,6 +55,8 @@ __all__ = [
     "list_artifacts",
     "log_config",
     "log_split_inputs",
+    "data_digest",
+    "mark_killed",
     "set_experiment",
     "start_run",
 ]
@@ -62,6 +68,9 @@ TAG_STEP = "latent_ode.step"  # ingest | train | evaluate | register
 TAG_CONFIG_HASH = "latent_ode.config_hash"
 TAG_DATA_RUN = "latent_ode.data_run_id"
 TAG_TRAIN_RUN = "latent_ode.train_run_id"
+TAG_DATA_DIGEST = "latent_ode.data_digest"
+IDENTITY_TAGS = (TAG_TRAIN_RUN, TAG_CONFIG_HASH, TAG_DATA_DIGEST)
+"""The tags, set when a model version is created, that say which training it holds."""
 CONFIG_ARTIFACT = "config.json"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,6 +226,45 @@ def find_runs(filter_string: str, *, experiment: str) -> list[Run]:
                               order_by=["attributes.start_time DESC"])
 
 
+def data_digest(train_run_id: str) -> str:
+    """A digest of the data train run ``train_run_id`` was trained on: of the digests of the
+    dataset inputs (train, val, test) of its ingest run; ``unknown`` without one."""
+    client = MlflowClient()
+    data_run = client.get_run(train_run_id).data.tags.get(TAG_DATA_RUN)
+    if not data_run:
+        return "unknown"
+    inputs = client.get_run(data_run).inputs
+    digests = sorted(
+        f"{d.dataset.name}:{d.dataset.digest}" for d in (inputs.dataset_inputs if inputs else [])
+    )
+    if not digests:
+        return "unknown"
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def mark_killed(run_id: str) -> bool:
+    """Mark run ``run_id`` KILLED if it is still RUNNING (its process died mid-step).
+
+    Returns:
+        Whether the run was marked.
+    """
+    client = MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_terminated(run_id, status="KILLED")
+    logger.warning("run %s was left RUNNING by a process that died; marked KILLED", run_id)
+    return True
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version found by its identity tags."""
+
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+
 @dataclass(frozen=True)
 class Champion:
     """The version that holds the alias, with its run's value of the comparison metric and all
@@ -255,8 +303,27 @@ class MlflowRegistry:
         return Champion(version=str(mv.version), run_id=mv.run_id or "",
                         metric=metrics.get(metric), metrics=metrics)
 
-    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str:
+    def find_version(self, identity: dict[str, str]) -> RegisteredVersion | None:
+        """The newest version whose tags hold all of ``identity``, or ``None``."""
+        clauses = [f"name = '{self.name}'"] + [
+            f"tags.`{k}` = '{v}'" for k, v in sorted(identity.items())
+        ]
+        found = self.client.search_model_versions(" and ".join(clauses))
+        if not found:
+            return None
+        mv = max(found, key=lambda m: int(m.version))
+        return RegisteredVersion(version=str(mv.version), run_id=mv.run_id or "",
+                                 tags=dict(mv.tags or {}))
+
+    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float],
+                         tags: dict[str, str] | None = None) -> str:
         """Log the pyfunc model in the active run and register it as a new version.
+
+        Args:
+            forecaster_dir: the folder written by ``Forecaster.save``.
+            metrics: recorded in the model's metadata.
+            tags: set on the version as it is created (its identity), so that a version never
+                exists without them.
 
         Returns:
             The new version number.
@@ -269,7 +336,8 @@ class MlflowRegistry:
             pip_requirements=_pip_requirements(),
             metadata={"metrics": metrics},
         )
-        mv = mlflow.register_model(info.model_uri, self.name)
+        # register_model passes the tags to create_model_version: set in the same call.
+        mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
         return str(mv.version)
 
     def exists(self) -> bool:

@@ -106,6 +106,32 @@ def _select_channels(table: SeriesTable, channels: list[str]) -> SeriesTable:
     return SeriesTable(series=series, channels=list(channels), time_unit=table.time_unit)
 
 
+def _drop_single_points(table: SeriesTable, *, where: str) -> SeriesTable:
+    """The table without its one-time-point series, with their number logged.
+
+    A series observed at one time has no second point to interpolate or forecast, so it adds
+    nothing to training or to the held-out metrics; it is dropped rather than refused, since
+    such series are common (a patient seen once) and the rest of the data is still usable.
+
+    Raises:
+        DataError: every series has a single time point.
+    """
+    keep = [s for s in table.series if len(s.times) >= 2]
+    dropped = len(table.series) - len(keep)
+    if not dropped:
+        return table
+    first = [s.id for s in table.series if len(s.times) < 2][:3]
+    if not keep:
+        raise DataError(
+            f"{where}: all {dropped} series have a single time point (e.g. {first}); training "
+            "needs series observed at two or more times."
+        )
+    logger.warning("ingest: dropped %d of %d series with a single time point (nothing to "
+                   "interpolate or forecast from; e.g. %s) from %s", dropped, len(table.series),
+                   first, where)
+    return SeriesTable(series=keep, channels=table.channels, time_unit=table.time_unit)
+
+
 def split_by_series(
     series: list[Series], *, train: float, val: float, test: float, seed: int
 ) -> tuple[list[Series], list[Series], list[Series]]:
@@ -139,11 +165,12 @@ def ingest(cfg: PipelineConfig) -> IngestResult:
         ConfigError: a channel or generator option the data set does not have.
     """
     table, source = _load_table(cfg)
+    table = _drop_single_points(table, where=source.uri)
     split = cfg.data.split
     train, val, test = split_by_series(
         table.series, train=split.train, val=split.val, test=split.test, seed=split.seed
     )
-    normaliser = Normaliser.fit(train, kind=cfg.data.normalisation)
+    normaliser = Normaliser.fit(train, kind=cfg.data.normalisation, channels=table.channels)
     logger.info(
         "ingest: %d series (%d train, %d val, %d test), %d channels, normalisation %s, from %s",
         len(table), len(train), len(val), len(test), len(table.channels),

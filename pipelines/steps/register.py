@@ -14,6 +14,14 @@ Two checks, in order (unless forced):
 The decision (:func:`decide_promotion`) is a pure function; :func:`register` drives any object
 with the :class:`Registry` methods (MLflow's registry in production, a fake in tests). A failure
 after the version was created deletes it again, so a failed step leaves no half-registered model.
+
+A process killed mid-step cannot clean up. So, given an ``identity`` (the train run, the config
+hash, the data digest), every version carries it as tags set when it is created, and
+``register`` first looks for a version with that identity: one whose registration completed
+(tag ``latent_ode.registration = complete``, set after the alias decision) is reported as a
+match and nothing new is registered; one left incomplete by a killed process is completed (metric
+tag, alias decision) instead of registering another. With ``force``, a matching version takes
+the alias instead of a new one being registered.
 """
 
 from __future__ import annotations
@@ -44,15 +52,24 @@ class _Champion(Protocol):
     metrics: dict[str, float]
 
 
+class _Found(Protocol):
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+
 class Registry(Protocol):
-    """What :func:`register` needs from a model registry."""
+    """What :func:`register` needs from a model registry (``find_version`` and the ``tags`` of
+    ``log_and_register`` only when an identity is given)."""
 
     name: str
     alias: str
 
     def champion(self, metric: str) -> _Champion | None: ...
     def exists(self) -> bool: ...
-    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float]) -> str: ...
+    def find_version(self, identity: dict[str, str]) -> _Found | None: ...
+    def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float],
+                         tags: dict[str, str] | None = None) -> str: ...
     def set_alias(self, version: str) -> None: ...
     def tag_version(self, version: str, key: str, value: str) -> None: ...
     def delete_version(self, version: str, *, drop_model: bool = False) -> None: ...
@@ -76,6 +93,16 @@ class RegisterResult:
     reason: str
     metric: str
     value: float
+    matched: bool = False
+    """An identical version (same identity) was registered before; nothing new was."""
+    completed_run_id: str | None = None
+    """The run of a half-registered version that this call completed (it was killed)."""
+
+
+TAG_COMPLETE = "latent_ode.registration"
+"""Set to ``complete`` on a version once its metric tag and the alias decision are recorded."""
+TAG_PROMOTED = "promoted"
+TAG_REASON = "promotion_reason"
 
 
 def _skill_gate(metrics: dict[str, float], alias: str) -> str | None:
@@ -154,6 +181,7 @@ def register(
     registry: Registry,
     *,
     force: bool = False,
+    identity: dict[str, str] | None = None,
 ) -> RegisterResult:
     """Register the forecaster in ``forecaster_dir`` and move the alias if it is better.
 
@@ -163,6 +191,9 @@ def register(
         metrics: the candidate's metrics (train and evaluate), containing ``cfg.register.metric``.
         registry: where to register.
         force: promote regardless of the skill gate and the comparison.
+        identity: tags naming what the version holds (train run, config hash, data digest): set
+            when the version is created, and used to find a version registered before (see the
+            module docstring). ``None`` always registers a new version.
 
     Raises:
         ConfigError: ``metrics`` lacks the configured comparison metric (nothing is registered).
@@ -174,21 +205,52 @@ def register(
             f"{sorted(metrics)}."
         )
     new_value = float(metrics[metric])
+    found = registry.find_version(identity) if identity else None
+    complete = found is not None and found.tags.get(TAG_COMPLETE) == "complete"
+    if found is not None and complete and not force:
+        promoted = found.tags.get(TAG_PROMOTED) == "true"
+        reason = (f"identical to version {found.version} (same train run, config hash and data "
+                  f"digest), registered before; nothing new registered. Its decision then: "
+                  f"{found.tags.get(TAG_REASON, 'not recorded')}")
+        logger.info("%s: %s", registry.name, reason)
+        return RegisterResult(
+            model_name=registry.name, version=found.version, promoted=promoted, reason=reason,
+            metric=metric, value=new_value, matched=True,
+        )
     champion = registry.champion(metric)
     existed = registry.exists()
-    version = registry.log_and_register(forecaster_dir, metrics)
+    if found is not None:  # incomplete, or complete and --force: no new version
+        version, created = found.version, False
+        if not complete:
+            logger.warning("%s version %s was left half-registered (its registration was "
+                           "interrupted); completing it instead of registering another",
+                           registry.name, version)
+    elif identity:
+        version, created = registry.log_and_register(forecaster_dir, metrics, tags=identity), True
+    else:
+        version, created = registry.log_and_register(forecaster_dir, metrics), True
     try:
-        decision = decide_promotion(
-            metric=metric, new_metrics={k: float(v) for k, v in metrics.items()},
-            champion_version=champion.version if champion else None,
-            champion_metrics=champion.metrics if champion else None,
-            force=force, alias=registry.alias, require_skill=cfg.registry.require_skill,
-        )
+        if champion is not None and champion.version == version and not complete:
+            # Killed after the alias moved, before the registration was marked complete.
+            decision = Decision(True, f"took `{registry.alias}` before its registration was "
+                                      "interrupted; keeps it")
+        else:
+            decision = decide_promotion(
+                metric=metric, new_metrics={k: float(v) for k, v in metrics.items()},
+                champion_version=champion.version if champion else None,
+                champion_metrics=champion.metrics if champion else None,
+                force=force, alias=registry.alias, require_skill=cfg.registry.require_skill,
+            )
         registry.tag_version(version, metric, repr(new_value))
         if decision.promote:
             registry.set_alias(version)
+        if identity:
+            registry.tag_version(version, TAG_PROMOTED, str(decision.promote).lower())
+            registry.tag_version(version, TAG_REASON, decision.reason)
+            registry.tag_version(version, TAG_COMPLETE, "complete")
     except BaseException:
-        registry.delete_version(version, drop_model=not existed)
+        if created:
+            registry.delete_version(version, drop_model=not existed)
         raise
     verb = "PROMOTED to" if decision.promote else "registered, NOT promoted to"
     logger.info("%s version %s %s `%s`: %s", registry.name, version, verb, registry.alias,
@@ -196,4 +258,5 @@ def register(
     return RegisterResult(
         model_name=registry.name, version=version, promoted=decision.promote,
         reason=decision.reason, metric=metric, value=new_value,
+        completed_run_id=found.run_id if found is not None and not complete else None,
     )
