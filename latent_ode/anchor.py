@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from latent_ode.baselines import channel_baselines
+from latent_ode.baselines import ChannelBaselines, channel_baselines
 from latent_ode.data import Observations
 
 __all__ = ["BaselineAnchor"]
@@ -46,17 +46,20 @@ class BaselineAnchor(nn.Module):
         near = torch.exp(-rate * torch.where(observed, gap, 0.0))
         return torch.where(observed, torch.sigmoid(self.trust) * near, 0.0)
 
-    def forward(self, decoded: Tensor, context: Observations, query_times: Tensor) -> Tensor:
+    def forward(self, decoded: Tensor, context: Observations, query_times: Tensor, *,
+                baselines: ChannelBaselines | None = None) -> Tensor:
         """Blend the decoded means with the baselines.
 
         Args:
             decoded: (S, B, Q, D) decoded means on the normalised scale.
             context: the B series the encoder read (normalised).
             query_times: (B, Q) the times ``decoded`` is at.
+            baselines: ``channel_baselines(context, query_times)`` if the caller has them (its
+                fallback does not matter: a channel with no observation gets trust 0).
 
         Returns:
             (S, B, Q, D) anchored means.
         """
-        base = channel_baselines(context, query_times)
+        base = channel_baselines(context, query_times) if baselines is None else baselines
         tau = self.weight(base.gap, base.observed)  # (B, Q, D)
         return tau * base.linear + (1 - tau) * decoded

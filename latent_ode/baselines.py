@@ -40,6 +40,13 @@ class ChannelBaselines:
     gap: Tensor
     observed: Tensor
 
+    def data_gap(self) -> Tensor:
+        """(B, Q, D) ``gap``, except for a channel the context never observes: the distance to
+        the series' nearest observation of any channel (the regime's horizon); 0 where the
+        context observes nothing at all."""
+        nearest_any = torch.where(self.observed, self.gap, torch.inf).amin(dim=2, keepdim=True)
+        return torch.nan_to_num(torch.where(self.observed, self.gap, nearest_any), posinf=0.0)
+
 
 def channel_baselines(context: Observations, query_times: Tensor,
                       fallback: Tensor | float = 0.0) -> ChannelBaselines:

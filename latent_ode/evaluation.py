@@ -37,7 +37,7 @@ from latent_ode.baselines import channel_baselines
 from latent_ode.config import SolverConfig
 from latent_ode.data import Series
 from latent_ode.errors import DataError, ShapeError
-from latent_ode.forecaster import Forecaster, mixture_quantiles, observation_gap, window_position
+from latent_ode.forecaster import Forecaster, mixture_quantiles, window_position
 from latent_ode.tasks import TASKS, Task, seen_in_context, task_batches, to_model_batch
 
 __all__ = ["BASELINE", "HORIZON_BINS", "REGIMES", "EvalResult", "Regime", "RegimeScores", "evaluate"]
@@ -283,16 +283,18 @@ def evaluate(
     for item in task_batches(obs, TASKS, batch_size=batch_size, interp_fraction=interp_fraction,
                              extrap_split=extrap_split, generator=gen, trim=False):
         regime, context, target = _REGIME_OF[item.task], item.context, item.target
+        base = channel_baselines(context, target.times,
+                                 torch.as_tensor(fb, dtype=target.values.dtype,
+                                                 device=target.values.device))
         samples, _ = forecaster.sample_normalised(context, target.times, num_samples=num_samples,
-                                                  seed=seed + item.start, solver=solver)
+                                                  seed=seed + item.start, solver=solver,
+                                                  baselines=base)
         mean = samples.mean(0)  # (B, T, D)
         heldout = target.mask & ~seen_in_context(context, target)  # (B, T, D)
         if regime == "interp":
             sq = (mean - target.values) ** 2
             incl_seen[0] += float(sq[target.mask].sum())
             incl_seen[1] += int(target.mask.sum())
-        base = channel_baselines(context, target.times,
-                                 torch.as_tensor(fb, dtype=mean.dtype, device=mean.device))
         baseline = base.linear if regime == "interp" else base.locf  # (B, T, D)
         if regime == "interp":
             distance = base.gap  # (B, T, D) to the channel's nearest seen value
@@ -300,7 +302,7 @@ def evaluate(
             distance = (target.times - context.last_time[:, None])[:, :, None].expand_as(mean)
         # Mixture predictive density and central 90% interval of each held-out value.
         position = window_position(target.times, context.first_time, context.last_time)
-        noise = forecaster.noise_tensor(position, samples, observation_gap(context, target.times))
+        noise = forecaster.noise_tensor(position, samples, base.data_gap())
         comp = torch.distributions.Normal(samples, noise).log_prob(target.values[None])
         logp = torch.logsumexp(comp, dim=0) - math.log(num_samples)  # (B, T, D)
         q = mixture_quantiles(samples, noise, (0.05, 0.95))  # (2, B, T, D)

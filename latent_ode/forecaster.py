@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latent_ode.baselines import channel_baselines
+from latent_ode.baselines import ChannelBaselines, channel_baselines
 from latent_ode.checkpoint import check_weight_shapes, load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
@@ -162,10 +162,7 @@ def observation_gap(context: Observations, query_times: Tensor) -> Tensor:
         context: B series (normalised).
         query_times: (B, Q) normalised query times.
     """
-    base = channel_baselines(context, query_times)
-    nearest_any = torch.where(base.observed, base.gap, torch.inf).amin(dim=2, keepdim=True)
-    gap = torch.where(base.observed, base.gap, nearest_any)
-    return torch.nan_to_num(gap, posinf=0.0)  # a context with no observation at all: no growth
+    return channel_baselines(context, query_times).data_gap()
 
 
 def _noise(name: str, value: Sequence[float] | np.ndarray | None, default: np.ndarray,
@@ -331,7 +328,8 @@ class Forecaster:
 
     # ------------------------------------------------------------------------------ prediction
     def sample_normalised(self, context: Observations, query_times: Tensor, *, num_samples: int,
-                          seed: int = 0, solver: SolverConfig | None = None
+                          seed: int = 0, solver: SolverConfig | None = None,
+                          baselines: ChannelBaselines | None = None
                           ) -> tuple[Tensor, SolverStats]:
         """Latent-sample trajectories on the model's scale; any failed series is an error.
 
@@ -342,6 +340,8 @@ class Forecaster:
             seed: the latent noise (S, L) is drawn from this seed and shared by every series, so
                 a series' answer does not depend on the rest of the batch.
             solver: overrides the model's solver settings.
+            baselines: ``channel_baselines(context, query_times)`` when the caller has computed
+                them already (the baseline anchor reads them).
 
         Returns:
             (S, B, Q, D) decoded means and the solver statistics.
@@ -351,14 +351,14 @@ class Forecaster:
                 ``.reason`` the commonest of their own reasons.
         """
         samples, stats, failures = self._sample(context, query_times, num_samples=num_samples,
-                                                seed=seed, solver=solver)
+                                                seed=seed, solver=solver, baselines=baselines)
         error = _failure_error(failures, stats.max_steps)
         if error is not None:
             raise error
         return samples, stats
 
     def _sample(self, context: Observations, query_times: Tensor, *, num_samples: int,
-                seed: int, solver: SolverConfig | None
+                seed: int, solver: SolverConfig | None, baselines: ChannelBaselines | None = None
                 ) -> tuple[Tensor, SolverStats, list[SolverFailure | None]]:
         """:meth:`sample_normalised` without raising: also each series' failure reason (None
         where all its samples solved); failed series' samples are NaN. One solve per call."""
@@ -371,7 +371,8 @@ class Forecaster:
         t_rel = (query_times - t0[:, None]).repeat(num_samples, 1)  # (S*B, Q)
         pred, sol = self.model.decode(z0.reshape(num_samples * b, -1), t_rel, solver=solver)
         failures = series_failures(sol.status.reshape(num_samples, b))
-        pred = self.model.means(pred.reshape(num_samples, b, q, -1), context, query_times)
+        pred = self.model.means(pred.reshape(num_samples, b, q, -1), context, query_times,
+                                baselines=baselines)
         return pred, sol.stats, failures
 
     def predict(
@@ -449,15 +450,15 @@ class Forecaster:
         context = collate(model_series, device=device)
         qt = torch.as_tensor(padded, dtype=torch.float32, device=device)
         with torch.inference_mode():
+            base = channel_baselines(context, qt)  # once: the anchor and the noise both use it
             samples, stats, failures = self._sample(context, qt, num_samples=num_samples,
-                                                    seed=seed, solver=solver)
+                                                    seed=seed, solver=solver, baselines=base)
             # A series that failed (NaN samples) or whose samples are not finite is summarised
             # from zeros so that the batch's statistics stay computable; its values are blanked
             # below and its status says why.
             usable = torch.isfinite(samples).flatten(2).all(dim=2).all(dim=0)  # (B,)
             samples = torch.where(usable[None, :, None, None], samples, 0.0)
-            noise = self.noise_tensor(position.to(device), samples,
-                                      observation_gap(context, qt))  # (B, Q, D)
+            noise = self.noise_tensor(position.to(device), samples, base.data_gap())  # (B, Q, D)
             mean = samples.mean(dim=0)  # (B, Q, D)
             std = torch.sqrt(samples.var(dim=0, unbiased=False) + noise**2)
             qs = mixture_quantiles(samples, noise, levels) if levels else None  # (K, B, Q, D)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from latent_ode.anchor import BaselineAnchor
+from latent_ode.baselines import ChannelBaselines
 from latent_ode.config import ModelConfig, SolverConfig
 from latent_ode.data import Observations
 from latent_ode.decoders import DECODERS
@@ -83,15 +84,19 @@ class LatentODE(nn.Module):
             return self.config.obs_std
         return self.config.obs_std_min + torch.exp(self.obs_log_excess)
 
-    def means(self, decoded: Tensor, context: Observations, query_times: Tensor) -> Tensor:
+    def means(self, decoded: Tensor, context: Observations, query_times: Tensor, *,
+              baselines: ChannelBaselines | None = None) -> Tensor:
         """The channel means at ``query_times``: the decoded ones, anchored if configured.
 
         Args:
             decoded: (S, B, Q, D) decoder outputs.
             context: the B series the encoder read.
             query_times: (B, Q) the times of ``decoded``.
+            baselines: ``channel_baselines(context, query_times)`` if the caller has them.
         """
-        return decoded if self.anchor is None else self.anchor(decoded, context, query_times)
+        if self.anchor is None:
+            return decoded
+        return self.anchor(decoded, context, query_times, baselines=baselines)
 
     @staticmethod
     def reference_time(context: Observations, query_times: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from latent_ode.baselines import channel_baselines
 from latent_ode.config import TrainConfig
 from latent_ode.data import Observations
 from latent_ode.forecaster import (
@@ -14,7 +15,6 @@ from latent_ode.forecaster import (
     EXTRAPOLATION,
     INTERPOLATION,
     Forecaster,
-    observation_gap,
     window_position,
 )
 from latent_ode.tasks import TASKS, seen_in_context, task_batches
@@ -118,14 +118,16 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
                              interp_fraction=config.interp_fraction,
                              extrap_split=config.extrap_split, generator=gen):
         context, target = item.context, item.target
+        base = channel_baselines(context, target.times)  # once: the anchor and the gaps
         samples, _ = forecaster.sample_normalised(context, target.times,
-                                                  num_samples=num_samples, seed=config.seed)
+                                                  num_samples=num_samples, seed=config.seed,
+                                                  baselines=base)
         heldout = target.mask & ~seen_in_context(context, target)
         position = window_position(target.times, context.first_time,
                                    context.last_time)[..., None]
         resid = (samples.mean(0) - target.values) ** 2
         spread = samples.var(0, unbiased=False)
-        gap = observation_gap(context, target.times)
+        gap = base.data_gap()
         for k in range(3):
             m = heldout & (position == k)
             sq[k] += (resid * m).sum((0, 1)).double().cpu()

@@ -49,7 +49,8 @@ class Oracle(Forecaster):
     offset = 0.0
     off_context = 0.0
 
-    def sample_normalised(self, context, query_times, *, num_samples, seed=0, solver=None):
+    def sample_normalised(self, context, query_times, *, num_samples, seed=0, solver=None,
+                          baselines=None):
         t = query_times.double().cpu().numpy() * self.normaliser.time_scale
         pred = torch.as_tensor(self.normaliser.values_to_model(_truth(t)) + self.offset,
                                dtype=context.values.dtype)
