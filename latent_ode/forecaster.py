@@ -27,7 +27,7 @@ from latent_ode.solver import (
 )
 
 __all__ = ["BACKCAST", "EXTRAPOLATION", "INTERPOLATION", "Forecast", "ForecastStatus", "Forecaster",
-           "mixture_quantiles", "observation_gap", "raise_on_failure", "window_position"]
+           "mixture_quantiles", "raise_on_failure", "window_position"]
 
 ForecastStatus = Literal["ok", SolverFailure]
 """How a series' forecast went: ``ok``, or why the solver could not answer it."""
@@ -153,18 +153,6 @@ def window_position(times: Tensor, first: Tensor, last: Tensor) -> Tensor:
     return INTERPOLATION - (times < first[:, None]).long() + after
 
 
-def observation_gap(context: Observations, query_times: Tensor) -> Tensor:
-    """(B, Q, D) normalised time from each query to the channel's nearest observation in the
-    context; for a channel the context never observes, to the series' nearest observation of
-    any channel (the regime's horizon).
-
-    Args:
-        context: B series (normalised).
-        query_times: (B, Q) normalised query times.
-    """
-    return channel_baselines(context, query_times).data_gap()
-
-
 def _noise(name: str, value: Sequence[float] | np.ndarray | None, default: np.ndarray,
            d: int) -> np.ndarray:
     noise = default.copy() if value is None else np.asarray(value, float)
@@ -190,7 +178,8 @@ class Forecaster:
             :func:`latent_ode.fit` calibrates all three on the validation split so that
             intervals are honest in each regime.
         noise_growth: (3, D) extra predictive variance per unit of normalised time between a
-            query and the channel's nearest observation (:func:`observation_gap`), for the
+            query and the channel's nearest observation
+            (:meth:`~latent_ode.baselines.ChannelBaselines.data_gap`), for the
             regimes before, inside and after the window (the order of :func:`window_position`):
             the noise std at gap g is ``sqrt(noise_std**2 + growth * g)``, so intervals widen
             with the distance to the data where the error does. ``None``: zeros (no growth, as
@@ -233,7 +222,7 @@ class Forecaster:
             position: (B, Q) regime of each query.
             like: a tensor whose device and dtype the answer takes.
             gap: (B, Q, D) normalised time from each query to the channel's nearest observation
-                (:func:`observation_gap`); ``None``: the noise at gap 0.
+                (:meth:`~latent_ode.baselines.ChannelBaselines.data_gap`); ``None``: the noise at gap 0.
         """
         table = np.stack([self.backcast_noise_std, self.noise_std, self.extrap_noise_std])
         base = torch.as_tensor(table, dtype=like.dtype, device=like.device)[position]

@@ -128,7 +128,7 @@ class Normaliser:
             span = max(float(s.times[-1] - s.times[0]) for s in series)
             time_scale = span if span > 0 else 1.0
         return cls(kind=kind, loc=loc, scale=scale, time_scale=float(time_scale),
-                   clip=clip if kind == "robust" else None)
+                   clip=clip)
 
     def values_to_model(self, values: np.ndarray) -> np.ndarray:
         """(..., D) user units -> normalised units (NaN stays NaN)."""

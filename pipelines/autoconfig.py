@@ -24,7 +24,7 @@ import numpy as np
 
 from latent_ode import Series
 from latent_ode.errors import DataError
-from pipelines.config import PipelineConfig, parse_config
+from pipelines.config import DATA_LEVEL_OPTIONS, PipelineConfig, parse_config
 
 __all__ = [
     "DEFAULT_MAX_TIME_S",
@@ -46,7 +46,7 @@ MIN_SERIES = 3
 logger = logging.getLogger(__name__)
 
 # [data] keys that name where the series come from: --data-file replaces them all.
-_SOURCE_KEYS = ("path", "dataset", "n_series", "seed", "options", "archives", "limit")
+_SOURCE_KEYS = ("path", "dataset", "n_series", "seed", "options", *DATA_LEVEL_OPTIONS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -57,19 +57,15 @@ def _settings_device(args: argparse.Namespace) -> str:
 
 def _source_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs as a dict; a VALUE that parses as JSON is taken as such."""
-    import json
-
     from latent_ode.errors import ConfigError
+    from pipelines.config import decode_value
 
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"`--option` must be KEY=VALUE, e.g. n_times=50; got {pair!r}.")
-        try:
-            out[key] = json.loads(text)
-        except ValueError:
-            out[key] = text  # plain text, e.g. a path
+        out[key] = decode_value(text)  # plain text (a path, say) where it is not JSON
     return out
 
 

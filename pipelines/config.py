@@ -76,7 +76,7 @@ C = TypeVar("C")
 
 # Source options that files write in [data] itself rather than in [data] options (PhysioNet's
 # `archives` and `limit` predate the options table); they go to the sources that declare them.
-_DATA_LEVEL_OPTIONS = ("archives", "limit")
+DATA_LEVEL_OPTIONS = ("archives", "limit")
 
 
 class _Section(BaseModel):
@@ -138,7 +138,7 @@ class DataSection(_Section):
                 f"(one of {', '.join(SOURCES)}); got path={self.path!r}, "
                 f"dataset={self.dataset!r}."
             )
-        for key in _DATA_LEVEL_OPTIONS:
+        for key in DATA_LEVEL_OPTIONS:
             if getattr(self, key) is None:
                 continue
             takers = [s.name for s in SOURCES.values() if key in s.options_model.model_fields]
@@ -163,7 +163,7 @@ class DataSection(_Section):
 
     def source_options(self) -> dict[str, Any]:
         """The options of the ``dataset``'s source as written: ``options``, ``archives``, ``limit``."""
-        folded = {key: getattr(self, key) for key in _DATA_LEVEL_OPTIONS}
+        folded = {key: getattr(self, key) for key in DATA_LEVEL_OPTIONS}
         return {**self.options, **{k: v for k, v in folded.items() if v is not None}}
 
 
@@ -363,7 +363,7 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 def _encode_value(value: Any) -> str:
-    """A param string that :func:`_decode_value` turns back into ``value``."""
+    """A param string that :func:`decode_value` turns back into ``value``."""
     if isinstance(value, str):
         try:
             json.loads(value)
@@ -373,7 +373,8 @@ def _encode_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def _decode_value(text: str) -> Any:
+def decode_value(text: str) -> Any:
+    """A TOML/CLI value given as text: what it parses to as JSON, else the text itself."""
     try:
         return json.loads(text)
     except ValueError:
@@ -398,5 +399,5 @@ def unflatten_params(params: dict[str, str]) -> dict[str, Any]:
         *parents, leaf = name.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = _decode_value(text)
+        node[leaf] = decode_value(text)
     return out

@@ -23,7 +23,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,12 +97,12 @@ class ApiKeyMiddleware:
     """Every page but ``/livez``, ``/readyz`` and ``/v1/admin/*`` needs
     ``Authorization: Bearer <key>`` when a key is configured (compared in constant time)."""
 
-    def __init__(self, app: ASGIApp, key: Callable[[], str | None]) -> None:
+    def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app = app
-        self.key = key
+        self.key = None if key is None else key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = self.key()
+        key = self.key
         path = scope.get("path", "")
         if (scope["type"] != "http" or key is None or path in _OPEN_PATHS
                 or path.startswith(_ADMIN_PREFIX)):
@@ -111,7 +110,7 @@ class ApiKeyMiddleware:
             return
         sent = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = sent.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), key.encode()):
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), key):
             response = error_response(
                 401,
                 "missing or wrong API key; send the key from LATENT_ODE_API_KEY as "

@@ -342,7 +342,7 @@ def prepare_series(
 
 def check_work_budget(
     queries: int, *, num_samples: int, num_quantiles: int, num_channels: int, limits: Limits,
-) -> None:
+) -> int:
     """Bound a request's total work and answer size, which the per-series limits do not (their
     product). Needs only counts, so it runs before anything is converted.
 
@@ -356,6 +356,9 @@ def check_work_budget(
         num_quantiles: its distinct quantile levels.
         num_channels: the model's D.
         limits: the budgets.
+
+    Returns:
+        The number of values the answer will hold.
 
     Raises:
         InputError: a budget is exceeded.
@@ -378,6 +381,7 @@ def check_work_budget(
             f"limit is {limits.max_answer_values} (LATENT_ODE_MAX_ANSWER_VALUES). Split it into "
             f"requests of at most {per_request} query times in all, or ask for fewer quantiles."
         )
+    return numbers
 
 
 def check_encoder_budget(prepared: Sequence[PreparedSeries], limits: Limits) -> None:

@@ -81,8 +81,8 @@ async def predict(body: PredictRequest, state: State) -> Response:
     levels = tuple(dict.fromkeys(body.quantiles))
     queries = sum(len(s.query_times) for s in body.series)
     # From counts alone, before any conversion: an oversized request costs nothing more.
-    check_work_budget(queries, num_samples=num_samples, num_quantiles=len(levels),
-                      num_channels=len(fc.channels), limits=state.limits)
+    numbers = check_work_budget(queries, num_samples=num_samples, num_quantiles=len(levels),
+                                num_channels=len(fc.channels), limits=state.limits)
 
     def prepare() -> list[PreparedSeries]:
         prepared = prepare_series(
@@ -121,7 +121,6 @@ async def predict(body: PredictRequest, state: State) -> Response:
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json().encode()
 
-    numbers = queries * len(fc.channels) * (2 + len(levels))
     # Building and serialising a large answer takes long enough (0.1 s per ~10^5 numbers) to
     # stall /livez and every other request if done on the event loop.
     if numbers <= _INLINE_NUMBERS:

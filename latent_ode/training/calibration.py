@@ -92,7 +92,7 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
         num_samples: S latent samples per series.
 
     Within a regime the residual variance is fitted as a line in the gap to the channel's
-    nearest observation (:func:`~latent_ode.forecaster.observation_gap`), intercept at least
+    nearest observation (:meth:`~latent_ode.baselines.ChannelBaselines.data_gap`), intercept at least
     ``obs_std**2`` and slope at least 0: a forecast 24 hours out errs more than one an hour out,
     and its interval should say so (on PhysioNet the validation MSE grows from 0.0041 in the
     first fifth of horizons to 0.0052 in the last).
@@ -127,17 +127,18 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
                                    context.last_time)[..., None]
         resid = (samples.mean(0) - target.values) ** 2
         spread = samples.var(0, unbiased=False)
-        gap = base.data_gap()
+        # On the host once per batch: the per-channel selections below would each sync a device.
+        excess, gap = (resid - spread).double().cpu(), base.data_gap().double().cpu()
         for k in range(3):
             m = heldout & (position == k)
             sq[k] += (resid * m).sum((0, 1)).double().cpu()
             var[k] += (spread * m).sum((0, 1)).double().cpu()
             count[k] += m.sum((0, 1)).double().cpu()
+            m = m.cpu()
             for j in range(d):
                 mj = m[..., j]
                 if bool(mj.any()):
-                    points[k][j].append(((resid - spread)[..., j][mj].double().cpu(),
-                                         gap[..., j][mj].double().cpu()))
+                    points[k][j].append((excess[..., j][mj], gap[..., j][mj]))
     floor = forecaster.model.config.obs_std
 
     def noise(sq: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 from latent_ode.errors import ConfigError
 from pipelines.sources import hopper, periodic, physionet, spirals
-from pipelines.sources.base import Source, SourceKind
+from pipelines.sources.base import Source
 
 __all__ = ["SOURCES", "get_source", "source_names"]
 
@@ -32,9 +32,9 @@ SOURCES: Mapping[str, Source] = MappingProxyType({s.name: s for s in _ALL})
 """Registered sources by name, in registration order (read-only)."""
 
 
-def source_names(kind: SourceKind | None = None) -> tuple[str, ...]:
-    """The registered names, in registration order; only those of ``kind`` when given."""
-    return tuple(name for name, s in SOURCES.items() if kind is None or s.kind == kind)
+def source_names() -> tuple[str, ...]:
+    """The registered names, in registration order."""
+    return tuple(SOURCES)
 
 
 def get_source(name: str) -> Source:

@@ -373,13 +373,14 @@ def test_mixture_quantiles_match_the_mixture_cdf() -> None:
 
 
 def test_noise_grows_with_the_gap_to_the_channels_nearest_observation(tmp_path) -> None:
-    from latent_ode.forecaster import INTERPOLATION, observation_gap
+    from latent_ode.baselines import channel_baselines
+    from latent_ode.forecaster import INTERPOLATION
 
     s = Series(times=np.array([0.0, 1.0, 4.0]), values=np.array([[1.0, np.nan], [2.0, np.nan],
                                                                  [3.0, 5.0]]))
     obs = collate([s], dtype=torch.float64)
     q = torch.tensor([[0.5, 2.0, 6.0]], dtype=torch.float64)
-    gap = observation_gap(obs, q)
+    gap = channel_baselines(obs, q).data_gap()
     # Channel 0 seen at 0, 1 and 4; channel 1 only at 4.
     torch.testing.assert_close(gap[0], torch.tensor([[0.5, 3.5], [1.0, 2.0], [2.0, 2.0]],
                                                     dtype=torch.float64))
