@@ -6,6 +6,9 @@ library may not contain (file-system layouts, pandas, pydantic's error format) l
 concept per module:
 
 - :mod:`formats.times`: time units and the ISO-8601 → float conversion.
+- :mod:`formats.longformat`: long-format CSV/Parquet tables and their located cell checks.
+- :mod:`formats.frames`: the forecast frame format (observation and query rows in, one row per
+  query out) of ``latent-ode predict``, the HTTP CSV/Parquet bodies, the pyfunc and Spark.
 - :mod:`formats.model_artifact`: where a forecaster lies inside a logged MLflow pyfunc model.
 - :mod:`formats.validation_errors`: pydantic validation errors as one readable sentence.
 - :mod:`formats.params`: nested dicts flattened to dotted keys (MLflow params, metrics).

@@ -70,7 +70,7 @@ def _source_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> None:
-    from pipelines.longformat import write_long
+    from formats.longformat import write_long
     from pipelines.sources import get_source
 
     loaded = get_source(args.dataset).load(n_series=args.n_series, seed=args.seed,
@@ -82,7 +82,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_physionet(args: argparse.Namespace) -> None:
-    from pipelines.longformat import write_long
+    from formats.longformat import write_long
     from pipelines.sources.physionet import read_physionet
 
     table, static = read_physionet([Path(a) for a in args.archives], limit=args.limit)
@@ -227,10 +227,10 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[PipelineConfig, str | No
     """
     import dataclasses
 
+    from formats.longformat import read_long
     from latent_ode.errors import ConfigError
     from pipelines import autoconfig
     from pipelines.config import load_config, read_toml
-    from pipelines.longformat import read_long
 
     if args.data_file is None:
         if args.config is None:

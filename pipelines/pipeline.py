@@ -36,11 +36,11 @@ import matplotlib.pyplot as plt
 import mlflow
 from mlflow.entities import Run, RunStatus
 
+from formats.longformat import to_frame
 from formats.model_artifact import FORECASTER_ARTIFACT
 from latent_ode import Forecaster
 from pipelines import tracking
 from pipelines.config import PipelineConfig
-from pipelines.longformat import to_frame
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.ingest import SPLITS, IngestResult, ingest, load_split, save_split
 from pipelines.steps.register import RegisterResult, register

@@ -6,37 +6,40 @@ The logged model carries the directory written by :meth:`latent_ode.Forecaster.s
 :meth:`latent_ode.Forecaster.load`, which is strict and never unpickles objects. MLflow itself
 still pickles this small wrapper class (it holds no state), which is the pyfunc contract.
 
-``predict`` takes a long-format frame: columns ``series_id``, ``time``, one per channel, and a
-boolean ``query`` column. Rows with ``query`` False are observations (NaN = not observed); rows with
-``query`` True ask for a forecast at that time. It returns one row per query with
-``series_id``, ``time``, ``mode`` and ``<channel>_mean`` / ``<channel>_std`` columns.
+``predict`` takes and returns the frame format of :mod:`formats.frames` (docs/service.md
+"Frame format"): observation rows and ``query`` rows in; one row per query out, with
+``series_id``, ``time``, ``mode``, ``<channel>_mean`` / ``<channel>_std`` and, when the param
+``quantiles`` asks, ``<channel>_q<level>`` columns.
 """
 
 from __future__ import annotations
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModelContext
 from mlflow.types import ParamSchema, ParamSpec
 
+from formats.frames import parse_quantiles, predict_frame
 from formats.model_artifact import FORECASTER_ARTIFACT
-from latent_ode import Forecaster, Series, raise_on_failure
+from latent_ode import Forecaster
 
 __all__ = ["LatentODEPyfunc", "model_signature"]
 
 
 def model_signature() -> ModelSignature:
-    """The pyfunc signature: the inference params ``num_samples`` and ``seed`` with defaults.
+    """The pyfunc signature: the inference params ``num_samples``, ``seed`` and ``quantiles``.
 
     The input frame's columns depend on the model's channels and its types on the caller (ids
     may be numbers or text), so only the params are declared; without them MLflow would drop
-    ``params`` passed to ``predict``.
+    ``params`` passed to ``predict``. ``quantiles`` is a list of levels (MLflow checks a param
+    against one type; called directly, :meth:`LatentODEPyfunc.predict` also takes a
+    comma-separated string), none by default.
     """
     return ModelSignature(inputs=None, params=ParamSchema([
         ParamSpec("num_samples", "long", 32),
         ParamSpec("seed", "long", 0),
+        ParamSpec("quantiles", "double", [], shape=(-1,)),
     ]))
 
 
@@ -48,30 +51,10 @@ class LatentODEPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:
+        """The output frame for ``model_input``; a batch with a failed series raises
+        (``SolverError``), as it always has for pyfunc callers."""
         params = params or {}
-        fc = self.forecaster
-        channels = list(fc.channels)
-        missing = [c for c in ["series_id", "time", "query", *channels] if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"model input lacks the columns {missing}; expected series_id, time, query "
-                             f"and the channels {channels}.")
-        series, queries, ids = [], [], []
-        for sid, group in model_input.groupby("series_id", sort=False):
-            is_q = group["query"].astype(bool).to_numpy()
-            obs = group[~is_q].sort_values("time")
-            series.append(Series(times=obs["time"].to_numpy(np.float64),
-                                 values=obs[channels].to_numpy(np.float64), id=str(sid)))
-            queries.append(group.loc[is_q, "time"].to_numpy(np.float64))
-            ids.append(sid)
-        # A batch with a failed series raises (SolverError), as it always has for pyfunc callers.
-        forecasts = raise_on_failure(fc.predict(
-            series, queries, num_samples=int(params.get("num_samples", 32)),
-            seed=int(params.get("seed", 0))))
-        frames = []
-        for sid, f in zip(ids, forecasts, strict=True):
-            frame = pd.DataFrame({"series_id": sid, "time": f.query_times, "mode": f.mode})
-            for j, c in enumerate(channels):
-                frame[f"{c}_mean"] = f.mean[:, j]
-                frame[f"{c}_std"] = f.std[:, j]
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        return predict_frame(self.forecaster, model_input,
+                             quantiles=parse_quantiles(params.get("quantiles")),
+                             num_samples=int(params.get("num_samples", 32)),
+                             seed=int(params.get("seed", 0)))

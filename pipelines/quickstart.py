@@ -36,10 +36,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from formats.longformat import write_long
 from latent_ode import Series
 from latent_ode.errors import ConfigError, DataError
 from pipelines.config import PipelineConfig, load_config, parse_config
-from pipelines.longformat import write_long
 from pipelines.sources import get_source
 from pipelines.steps.train import one_torch_thread_unless_set, training_device
 

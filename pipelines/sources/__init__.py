@@ -6,7 +6,7 @@
 
 :mod:`pipelines.sources.registry` maps each name to its source (and says how to add one);
 :mod:`pipelines.sources.base` defines what a source is. A user's own long-format file is not a
-source: the config names it with ``[data] path`` and :func:`pipelines.longformat.read_long`
+source: the config names it with ``[data] path`` and :func:`formats.longformat.read_long`
 reads it.
 """
 

@@ -3,7 +3,7 @@
 A source (:class:`Source`) has a registry name, a one-line description, an options model (a
 pydantic model that rejects unknown keys: the ``[data] options`` table of a config, or
 ``--option KEY=VALUE`` on the command line) and :meth:`Source.load`, which returns the series as a
-:class:`~pipelines.longformat.SeriesTable` plus where they came from (:class:`DataSource`).
+:class:`~formats.longformat.SeriesTable` plus where they came from (:class:`DataSource`).
 Generators whose keyword arguments *are* their options get the model from their signature
 (:func:`options_from_signature`), so each option's type and default live in one place.
 """
@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from formats.longformat import SeriesTable
 from latent_ode.errors import ConfigError
-from pipelines.longformat import SeriesTable
 
 __all__ = [
     "DataSource",

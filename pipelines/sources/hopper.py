@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from formats.longformat import SeriesTable
 from latent_ode.data import Series
 from latent_ode.errors import ConfigError
-from pipelines.longformat import SeriesTable
 from pipelines.sources.base import GeneratedSource, options_from_signature
 
 __all__ = ["CHANNELS", "SOURCE", "HopperSource", "generate_hopper"]

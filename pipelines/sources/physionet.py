@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from formats.longformat import SeriesTable
 from latent_ode.data import Series
 from latent_ode.errors import DataError
-from pipelines.longformat import SeriesTable
 from pipelines.sources.base import DataSource, Source, SourceData, SourceKind, SourceOptions
 
 __all__ = [

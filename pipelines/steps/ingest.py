@@ -8,7 +8,7 @@ and read the result as a folder, which the ``ingest`` step logs as the run artif
 that ``train`` and ``evaluate`` can run on their own later::
 
     data/
-      train.parquet  val.parquet  test.parquet   # long format (pipelines.longformat)
+      train.parquet  val.parquet  test.parquet   # long format (formats.longformat)
       split.json                                 # channels, time unit, normaliser, source, ids
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from formats.longformat import SeriesTable, read_long, write_long
 from latent_ode import Normaliser, Series
 from latent_ode.errors import ConfigError, DataError
 from pipelines.config import PipelineConfig
-from pipelines.longformat import SeriesTable, read_long, write_long
 from pipelines.sources import DataSource, get_source
 
 __all__ = [

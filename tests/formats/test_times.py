@@ -43,12 +43,12 @@ def test_errors_name_the_index_and_the_unit() -> None:
 
 
 def test_the_pipelines_and_the_service_share_this_conversion() -> None:
-    import pipelines.longformat
+    import formats.longformat
     import service.predictor
 
-    assert pipelines.longformat.datetimes_to_float is datetimes_to_float
+    assert formats.longformat.datetimes_to_float is datetimes_to_float
     assert service.predictor.datetimes_to_float is datetimes_to_float
-    assert pipelines.longformat.TIME_UNITS is TIME_UNITS
+    assert formats.longformat.TIME_UNITS is TIME_UNITS
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_parse_datetimes_marks_each_unusable_value() -> None:
 
 
 def test_a_file_with_an_out_of_range_time_is_a_located_data_error(tmp_path: Path) -> None:
-    from pipelines.longformat import read_long
+    from formats.longformat import read_long
 
     path = tmp_path / "data.csv"
     path.write_text("series_id,time,a\ns,2024-01-01T00:00:00Z,1\ns,0001-01-01T00:00:00Z,2\n")

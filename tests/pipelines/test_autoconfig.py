@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from formats.longformat import SeriesTable, write_long
 from latent_ode import Series
 from latent_ode.errors import ConfigError, DataError
 from pipelines import autoconfig
 from pipelines.autoconfig import DataSummary, derive_config, describe, merge_config, summarise
 from pipelines.cli import _pipeline_config, build_parser, main
-from pipelines.longformat import SeriesTable, write_long
 
 
 def summary(n_series: int = 300, d: int = 7, *, max_span: float = 48.0, median_gap: float = 6.0,

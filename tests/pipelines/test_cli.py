@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from formats.longformat import read_long
 from pipelines.cli import build_parser, main
-from pipelines.longformat import read_long
 from tests.pipelines.test_config import write_config
 
 PHYSIONET_A = Path(__file__).resolve().parents[3] / "shared" / "data" / "physionet2012" / "set-a.tar.gz"

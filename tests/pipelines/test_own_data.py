@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from formats.longformat import SeriesTable, write_long
 from latent_ode import Forecaster, Series
 from pipelines import tracking
 from pipelines.cli import main
-from pipelines.longformat import SeriesTable, write_long
 from pipelines.pipeline import DERIVED_SETTINGS_ARTIFACT, load_forecaster_from_run
 from pipelines.sources.physionet import read_physionet
 

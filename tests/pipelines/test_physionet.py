@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from formats.longformat import read_long, write_long
 from latent_ode.errors import DataError
-from pipelines.longformat import read_long, write_long
 from pipelines.sources.physionet import CHANNELS, STATIC, read_physionet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

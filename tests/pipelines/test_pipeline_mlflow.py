@@ -115,9 +115,12 @@ def _check_served_predictions(result: PipelineResult, name: str) -> None:
     assert list(out["mode"]) == expected.mode
     # Inference params pass through the pyfunc signature.
     out = model.predict(_pyfunc_input(series, query, fc.channels),
-                        params={"num_samples": 8, "seed": 1})
-    expected = fc.predict([series], [query], num_samples=8, seed=1)[0]
+                        params={"num_samples": 8, "seed": 1, "quantiles": [0.9, 0.1]})
+    expected = fc.predict([series], [query], num_samples=8, seed=1, quantiles=(0.9, 0.1))[0]
     np.testing.assert_allclose(out["x_mean"].to_numpy(), expected.mean[:, 0], rtol=1e-5, atol=1e-6)
+    assert list(out.columns) == ["series_id", "time", "mode", "x_mean", "x_std", "x_q0.9", "x_q0.1"]
+    np.testing.assert_allclose(out["x_q0.1"].to_numpy(), expected.quantiles[0.1][:, 0], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_pipeline_against_a_tracking_server(

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from formats.longformat import read_long, write_long
 from latent_ode import collate
 from latent_ode.errors import ConfigError
 from pipelines.cli import build_parser, main
 from pipelines.config import parse_config
-from pipelines.longformat import read_long, write_long
 from pipelines.sources import SOURCES, SourceData, get_source, source_names
 from pipelines.sources.base import options_from_signature
 from tests.pipelines.test_config import tiny_config

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from formats.longformat import datetimes_to_float
 from latent_ode import Series, SolverConfig
-from pipelines.longformat import datetimes_to_float
 from service.app import create_app
 from tests.service.service_helpers import CHANNELS, make_series, register_version, series_json
 

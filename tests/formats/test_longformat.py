@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_ode.data import Series
-from latent_ode.errors import ConfigError, DataError
-from pipelines.longformat import (
+from formats.longformat import (
     SeriesTable,
     datetimes_to_float,
     read_long,
     to_frame,
     write_long,
 )
+from latent_ode.data import Series
+from latent_ode.errors import ConfigError, DataError
 
 
 def write_csv(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -91,7 +91,7 @@ def test_rows_with_every_channel_missing_are_dropped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_csv(tmp_path, "series_id,time,a\ns,0,1\ns,1,\ns,2,NaN\ns,3,4\n")
-    with caplog.at_level(logging.INFO, logger="pipelines.longformat"):
+    with caplog.at_level(logging.INFO, logger="formats.longformat"):
         table = read_long(path)
     np.testing.assert_array_equal(table.series[0].times, [0.0, 3.0])
     assert "dropped 2 row(s) where every channel is missing" in caplog.text

@@ -20,15 +20,19 @@ File layout (CSV or Parquet, chosen by the file extension)::
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from formats.times import (
     DATETIME_RANGE,
@@ -42,13 +46,25 @@ from latent_ode.data import Series
 from latent_ode.errors import DataError
 
 __all__ = [
+    "CSV_MISSING",
     "SERIES_ID",
     "TIME",
     "TIME_UNITS",
+    "Locator",
     "SeriesTable",
     "TimeUnit",
+    "cell_value",
+    "column_list",
     "datetimes_to_float",
+    "file_kind",
+    "iter_table",
+    "numeric_column",
+    "parse_times",
     "read_long",
+    "read_table",
+    "read_table_bytes",
+    "reading",
+    "series_ids",
     "to_frame",
     "write_long",
 ]
@@ -60,7 +76,7 @@ TIME = "time"
 
 
 # Cell texts a CSV channel column treats as "not observed" (besides the empty cell).
-_CSV_MISSING = ["", "NaN", "nan", "NA", "N/A", "null", "NULL", "None"]
+CSV_MISSING = ["", "NaN", "nan", "NA", "N/A", "null", "NULL", "None"]
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -127,17 +143,18 @@ class SeriesTable:
         return len(self.series)
 
 
-class _Locator:
+class Locator:
     """Turns a row of the frame being checked into the position a person looks for in the file.
 
     Args:
-        path: the file, named in every message.
-        kind: ``csv`` (positions are line numbers, 1 = header) or ``parquet`` (0-based row index).
+        path: the file (or a label such as ``the request body``), named in every message.
+        kind: ``csv`` (positions are line numbers, 1 = header); anything else (``parquet``, an
+            in-memory frame) gives the 0-based row index.
         rows: for each row of the frame, its 0-based data row in the file (rows may have been
             dropped before checking).
     """
 
-    def __init__(self, path: Path, kind: str, rows: np.ndarray) -> None:
+    def __init__(self, path: Path | str, kind: str, rows: np.ndarray) -> None:
         self.path = path
         self.kind = kind
         self.rows = rows
@@ -152,8 +169,12 @@ class _Locator:
     def __call__(self, i: int) -> str:
         return f"{self.path}, {self.pos(i)}"
 
+    def subset(self, keep: np.ndarray) -> Locator:
+        """The locator of ``frame[keep]`` (a boolean mask or positions)."""
+        return Locator(self.path, self.kind, self.rows[keep])
 
-def _file_kind(path: Path) -> str:
+
+def file_kind(path: Path) -> str:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(
@@ -163,7 +184,57 @@ def _file_kind(path: Path) -> str:
     return kind
 
 
-def _read_frame(path: Path, kind: str) -> pd.DataFrame:
+def read_table(path: Path, kind: str) -> pd.DataFrame:
+    """The whole file as a DataFrame (CSV: text ids, blank lines kept as rows).
+
+    Raises:
+        DataError: the file is missing, empty, not UTF-8 (line and column named) or unreadable.
+    """
+    _check_file(path)
+    with reading(str(path), kind, path.read_bytes):
+        return _parse_frame(path, kind)
+
+
+def iter_table(path: Path, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The file in chunks of at most ``chunk_rows`` rows, never all of it in memory.
+
+    Each chunk's index holds its 0-based data rows in the file (CSV: row i is on line i + 2).
+
+    Raises:
+        DataError: as :func:`read_table`, when the chunk that holds the problem is read.
+    """
+    _check_file(path)
+    with reading(str(path), kind, path.read_bytes):
+        if kind == "parquet":
+            start = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                chunk = batch.to_pandas()
+                chunk.index = pd.RangeIndex(start, start + len(chunk))
+                start += len(chunk)
+                yield chunk
+            return
+        yield from _read_csv(path, chunksize=chunk_rows)
+
+
+def read_table_bytes(data: bytes, kind: str, label: str) -> pd.DataFrame:
+    """A CSV or Parquet document held in memory (an HTTP body), read as :func:`read_table` reads
+    a file; ``label`` names it in messages (e.g. ``the request body``).
+
+    Raises:
+        DataError: empty, not UTF-8 (line and column named) or unreadable.
+    """
+    if not data:
+        raise DataError(
+            f"{label}, line 1: the body is empty; a long-format table starts with a header line "
+            f"such as '{SERIES_ID},{TIME},HR'."
+        )
+    with reading(label, kind, lambda: data):
+        if kind == "parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        return _read_csv(io.BytesIO(data))
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; check the path.")
     if path.stat().st_size == 0:
@@ -171,33 +242,38 @@ def _read_frame(path: Path, kind: str) -> pd.DataFrame:
             f"{path}, line 1: the file is empty (0 bytes); a long-format file starts with a "
             f"header line such as '{SERIES_ID},{TIME},HR'."
         )
+
+
+@contextmanager
+def reading(label: str, kind: str, raw: Callable[[], bytes]) -> Iterator[None]:
+    """Turn the readers' errors into one located :class:`DataError` naming ``label``;
+    ``raw`` gives the document's bytes, read only to locate a byte that is not UTF-8."""
     try:
-        return _parse_frame(path, kind)
+        yield
     except UnicodeDecodeError as exc:
-        raise DataError(_not_utf8(path, exc)) from None
+        raise DataError(_not_utf8(label, raw(), exc)) from None
     except pd.errors.EmptyDataError:
         raise DataError(
-            f"{path}, line 1: no header line (the file holds only blank lines); a long-format "
-            f"file starts with a header line such as '{SERIES_ID},{TIME},HR'."
+            f"{label}, line 1: no header line (only blank lines); a long-format table starts "
+            f"with a header line such as '{SERIES_ID},{TIME},HR'."
         ) from None
-    except (ValueError, OSError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+    except (ValueError, OSError, pa.ArrowException) as exc:  # parse errors are ValueErrors
         raise DataError(
-            f"cannot read {str(path)!r} as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
-            f"check that it is a {kind} file in the long format of docs/pipelines.md."
+            f"cannot read {label!r} as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"check that it is {kind} in the long format of docs/pipelines.md."
         ) from None
 
 
-def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
-    """Where in the file the first byte that is not UTF-8 sits (line and column, from 1)."""
-    raw = path.read_bytes()
+def _not_utf8(label: str, raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Where in the document the first byte that is not UTF-8 sits (line and column, from 1)."""
     try:
         raw.decode("utf-8")
-        start = exc.start  # not reproducible on the whole file: the reader's own offset
+        start = exc.start  # not reproducible on the whole document: the reader's own offset
     except UnicodeDecodeError as whole:
         start = whole.start
     line = raw.count(b"\n", 0, start) + 1
     column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
-    return (f"{path}, line {line}, column {column} (byte {start}): the byte "
+    return (f"{label}, line {line}, column {column} (byte {start}): the byte "
             f"{raw[start:start + 1]!r} is not UTF-8 text; save the file as UTF-8.")
 
 
@@ -209,35 +285,44 @@ def _first_line(exc: BaseException) -> str:
 def _parse_frame(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         return pd.read_parquet(path)
-    header = pd.read_csv(path, nrows=0).columns
+    return _read_csv(path)
+
+
+def _read_csv(source: Path | io.BytesIO, chunksize: int | None = None) -> Any:
+    """``pd.read_csv`` with the long format's conventions (a DataFrame, or an iterator of them
+    when ``chunksize`` is given)."""
+    header = pd.read_csv(source, nrows=0).columns
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     dtypes = {c: str for c in header if c == SERIES_ID}
-    na_values = {c: ([""] if c in (SERIES_ID, TIME) else _CSV_MISSING) for c in header}
+    na_values = {c: ([""] if c in (SERIES_ID, TIME) else CSV_MISSING) for c in header}
     # Exact decimal -> float parsing, so that write_long/read_long round-trip: the default from
     # pandas 3 on (where the option is deprecated), "round_trip" before.
     exact: dict[str, str] = {} if _PANDAS_MAJOR >= 3 else {"float_precision": "round_trip"}
     return pd.read_csv(
-        path,
+        source,
         dtype=dtypes,
         keep_default_na=False,
         na_values=na_values,
         # Keep blank lines as rows so that row i is always on line i + 2.
         skip_blank_lines=False,
+        chunksize=chunksize,
         **exact,  # type: ignore[arg-type]
     )
 
 
-def _cell(col: pd.Series, i: int) -> object:
+def cell_value(col: pd.Series, i: int) -> object:
     """The cell as a plain Python value, so that messages show ``0.5``, not ``np.float64(0.5)``."""
     v = col.iloc[i]
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _column_list(columns: Sequence[object]) -> str:
+def column_list(columns: Sequence[object]) -> str:
     return ", ".join(repr(str(c)) for c in columns)
 
 
-def _numeric_column(
-    frame: pd.DataFrame, column: str, where: _Locator, *, what: str
+def numeric_column(
+    frame: pd.DataFrame, column: str, where: Locator, *, what: str
 ) -> np.ndarray:
     """The column as float64, or a DataError at the first cell that is not a number."""
     col = frame[column]
@@ -250,14 +335,14 @@ def _numeric_column(
             i = int(np.argmax(bad))
             raise DataError(
                 f"{where(i)}, column {column!r}: {what} must be a number or empty; got "
-                f"{_cell(col, i)!r}. Fix or blank out that cell."
+                f"{cell_value(col, i)!r}. Fix or blank out that cell."
             )
         # Only missing cells (e.g. an all-empty object column in Parquet).
         return np.full(len(col), np.nan)
     return col.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.ndarray:
+def parse_times(frame: pd.DataFrame, where: Locator, time_unit: str) -> np.ndarray:
     col = frame[TIME]
     missing = col.isna().to_numpy()
     if missing.any():
@@ -269,7 +354,7 @@ def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.nda
     if pd.api.types.is_bool_dtype(col.dtype):
         raise DataError(
             f"{where(0)}, column {TIME!r}: times must be numbers or ISO-8601 datetimes; got "
-            f"{_cell(col, 0)!r}."
+            f"{cell_value(col, 0)!r}."
         )
     if pd.api.types.is_numeric_dtype(col.dtype):
         times = col.to_numpy(dtype=np.float64)
@@ -292,19 +377,19 @@ def _parse_times(frame: pd.DataFrame, where: _Locator, time_unit: str) -> np.nda
                     f"{where(i)}, column {TIME!r}: times must be all numbers (in {time_unit}) or "
                     f"all ISO-8601 datetimes such as '2024-05-01T13:45:00Z' between "
                     f"{DATETIME_RANGE[0]} and {DATETIME_RANGE[1]}; got "
-                    f"{_cell(col, i)!r}."
+                    f"{cell_value(col, i)!r}."
                 )
             times = datetimes_to_float(parsed, time_unit)
     bad = ~np.isfinite(times)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{where(i)}, column {TIME!r}: times must be finite; got {_cell(col, i)!r}."
+            f"{where(i)}, column {TIME!r}: times must be finite; got {cell_value(col, i)!r}."
         )
     return times
 
 
-def _series_ids(frame: pd.DataFrame, where: _Locator) -> np.ndarray:
+def series_ids(frame: pd.DataFrame, where: Locator) -> np.ndarray:
     col = frame[SERIES_ID]
     missing = col.isna().to_numpy()
     if missing.any():
@@ -317,7 +402,7 @@ def _series_ids(frame: pd.DataFrame, where: _Locator) -> np.ndarray:
     if empty.any():
         i = int(np.argmax(empty))
         raise DataError(
-            f"{where(i)}, column {SERIES_ID!r}: every row needs a series id; got {_cell(col, i)!r}."
+            f"{where(i)}, column {SERIES_ID!r}: every row needs a series id; got {cell_value(col, i)!r}."
         )
     return ids
 
@@ -354,14 +439,14 @@ def read_long(
     """
     check_time_unit(time_unit)
     path = Path(path)
-    kind = _file_kind(path)
-    frame = _read_frame(path, kind)
+    kind = file_kind(path)
+    frame = read_table(path, kind)
     frame.columns = [str(c) for c in frame.columns]
     found = list(frame.columns)
     for required in (SERIES_ID, TIME):
         if required not in found:
             raise DataError(
-                f"{path}: the column {required!r} is missing; found {_column_list(found)}. "
+                f"{path}: the column {required!r} is missing; found {column_list(found)}. "
                 f"A long-format file needs columns {SERIES_ID!r}, {TIME!r} and one per channel."
             )
     available = [c for c in found if c not in (SERIES_ID, TIME)]
@@ -371,15 +456,15 @@ def read_long(
         absent = [c for c in channels if c not in available]
         if absent:
             raise DataError(
-                f"{path}: requested channel(s) {_column_list(absent)} not found; the file has "
-                f"channels {_column_list(available)}."
+                f"{path}: requested channel(s) {column_list(absent)} not found; the file has "
+                f"channels {column_list(available)}."
             )
         ignored = [c for c in available if c not in channels]
         if ignored:
             logger.info("%s: ignoring columns not among `channels`: %s", path, ignored)
     if not channels:
         raise DataError(
-            f"{path}: no channel columns; found only {_column_list(found)}. Add one column per "
+            f"{path}: no channel columns; found only {column_list(found)}. Add one column per "
             "observed variable after 'series_id' and 'time'."
         )
 
@@ -392,14 +477,14 @@ def read_long(
         raise DataError(
             f"{path}: the file has a header but no data rows; add one row per (series, time)."
         )
-    loc = _Locator(path, kind, rows=frame.index.to_numpy())
+    loc = Locator(path, kind, rows=frame.index.to_numpy())
     frame = frame.reset_index(drop=True)
 
-    ids = _series_ids(frame, loc)
+    ids = series_ids(frame, loc)
     values = np.empty((len(frame), len(channels)), dtype=np.float64)
     for j, name in enumerate(channels):
-        values[:, j] = _numeric_column(frame, name, loc, what="a channel value")
-    times = _parse_times(frame, loc, time_unit)
+        values[:, j] = numeric_column(frame, name, loc, what="a channel value")
+    times = parse_times(frame, loc, time_unit)
     inf = np.isinf(values)
     if inf.any():
         i, j = (int(k) for k in np.argwhere(inf)[0])
@@ -421,13 +506,13 @@ def read_long(
         sid = ids[cur]
         if times[cur] == times[prev]:
             raise DataError(
-                f"{loc(cur)}: series {sid!r} has two rows at time {_cell(frame[TIME], cur)!r} "
+                f"{loc(cur)}: series {sid!r} has two rows at time {cell_value(frame[TIME], cur)!r} "
                 f"(the other at {loc.pos(prev)}); merge duplicate (series, time) "
                 "rows into one."
             )
         raise DataError(
-            f"{loc(cur)}: times of series {sid!r} must increase; got {_cell(frame[TIME], cur)!r} "
-            f"after {_cell(frame[TIME], prev)!r} (at {loc.pos(prev)}). Sort the file "
+            f"{loc(cur)}: times of series {sid!r} must increase; got {cell_value(frame[TIME], cur)!r} "
+            f"after {cell_value(frame[TIME], prev)!r} (at {loc.pos(prev)}). Sort the file "
             "by time within each series."
         )
 
@@ -439,7 +524,7 @@ def read_long(
         first = int(np.argmax(codes == c))
         raise DataError(
             f"{path}: series {uniques[c]!r} (first row at {loc.pos(first)}) has no "
-            f"observed value in any of the channels {_column_list(channels)}; remove it or fill "
+            f"observed value in any of the channels {column_list(channels)}; remove it or fill "
             "in its values."
         )
     n_empty = int((~has_obs).sum())
@@ -503,7 +588,7 @@ def write_long(table: SeriesTable, path: str | Path) -> Path:
         DataError: the extension is neither CSV nor Parquet.
     """
     path = Path(path)
-    kind = _file_kind(path)
+    kind = file_kind(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = to_frame(table)
     if kind == "parquet":
