@@ -31,10 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from formats.longformat import (
     SERIES_ID,
@@ -55,6 +59,7 @@ __all__ = [
     "QUERY",
     "FrameForecast",
     "FrameRequests",
+    "FrameSink",
     "forecast_frame",
     "forecasts_to_frame",
     "frame_to_requests",
@@ -444,3 +449,46 @@ def response_to_frame(answer: Mapping[str, Any]) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=object if c in (SERIES_ID, MODE) else float)
                              for c in output_columns(channels, levels)})
     return pd.concat(parts, ignore_index=True)
+
+
+class FrameSink:
+    """Writes output frames, one batch after another, as one CSV or Parquet document.
+
+    Every batch has the same columns (:func:`output_columns`); ``series_id`` and ``mode`` are
+    written as text, the rest as float64 (CSV: each float as its shortest round-trip text).
+
+    Args:
+        sink: a file path or a binary buffer.
+        kind: ``csv`` or ``parquet``.
+        columns: the output columns.
+    """
+
+    def __init__(self, sink: str | Path | BinaryIO, kind: str, columns: Sequence[str]) -> None:
+        self.schema = pa.schema([(c, pa.string() if c in (SERIES_ID, MODE) else pa.float64())
+                                 for c in columns])
+        self.kind = kind
+        self._writer: Any
+        if kind == "parquet":
+            self._writer = pq.ParquetWriter(sink, self.schema)
+        elif kind == "csv":
+            self._writer = pa_csv.CSVWriter(
+                sink, self.schema, write_options=pa_csv.WriteOptions(quoting_style="needed"))
+        else:
+            raise ConfigError(f"an output frame is csv or parquet; got {kind!r}.")
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append ``frame``'s rows (its columns must be the sink's)."""
+        self._writer.write_table(pa.Table.from_pandas(frame, schema=self.schema,
+                                                      preserve_index=False))
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        """Finish the document (Parquet writes its footer; a CSV with no rows keeps its header)."""
+        self._writer.close()
+
+    def __enter__(self) -> FrameSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

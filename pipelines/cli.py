@@ -10,6 +10,8 @@ Commands (``latent-ode COMMAND --help`` for each)::
     latent-ode register --config CFG --train-run RUN [--evaluate-run RUN] [--force]
     latent-ode pipeline run (--config CFG | --data-file FILE [--config CFG]) [--max-time S]
                             [--resume] [--force]
+    latent-ode predict --model URI|DIR --data-file FILE --out FILE [--horizon H --every DT]
+                       [--quantiles 0.05,0.5,0.95] [--num-samples N] [--seed S]
     latent-ode serve [--host HOST] [--port PORT]
     latent-ode quickstart [--config CFG] [--workdir DIR] [--host HOST] [--port PORT] [--no-serve]
 
@@ -281,6 +283,26 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     _say(_register_summary(result.register))
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from pipelines.predict import PredictOptions, predict_file
+
+    options = PredictOptions(
+        model=args.model, data_file=args.data_file, out=args.out, horizon=args.horizon,
+        every=args.every, quantiles=args.quantiles, num_samples=args.num_samples, seed=args.seed,
+        batch_series=args.batch_series, device=_settings_device(args),
+    )
+    summary = predict_file(options)
+    for sid, why in summary.failed.items():
+        sys.stderr.write(f"warning: series {sid!r} has no forecast: {_one_line(why)}\n")
+    if summary.no_queries:
+        shown = ", ".join(repr(s) for s in summary.no_queries[:5])
+        more = f" and {len(summary.no_queries) - 5} more" if len(summary.no_queries) > 5 else ""
+        sys.stderr.write(f"warning: {len(summary.no_queries)} series had nothing to forecast (no "
+                         f"query rows; --horizon adds some): {shown}{more}\n")
+    failed = f"; {len(summary.failed)} series failed (see above)" if summary.failed else ""
+    _say(f"wrote {summary.rows} rows for {summary.series} series to {summary.out}{failed}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from service.server import run  # the service's dependencies load only for this command
 
@@ -439,6 +461,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                      help="take `champion` regardless of the metric")
     run.set_defaults(func=_cmd_pipeline_run)
+
+    pr = sub.add_parser(
+        "predict", help="forecast every series of a CSV/Parquet file",
+        description="Forecast every series of a file in the frame format (series_id, time, one "
+                    "column per channel, optional boolean `query`: rows asking for a forecast) "
+                    "into a file with one row per (series, query time): series_id, time, mode, "
+                    "<channel>_mean, <channel>_std, <channel>_q<level>. Reads and writes in "
+                    "batches of series (the rows of a series must be contiguous). A series the "
+                    "solver cannot answer is reported on stderr and has no rows; the exit code "
+                    "is 0 unless no series could be answered (2).")
+    pr.add_argument("--model", required=True, metavar="URI|DIR",
+                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model (from "
+                         "$MLFLOW_TRACKING_URI, or ./mlflow.db when it is unset) or a local "
+                         "folder (a saved forecaster or a downloaded MLflow model)")
+    pr.add_argument("--data-file", required=True, type=Path, metavar="FILE",
+                    help="input .csv or .parquet in the frame format")
+    pr.add_argument("--out", required=True, type=Path, metavar="FILE",
+                    help="output .csv or .parquet (written whole or not at all)")
+    pr.add_argument("--horizon", type=float, default=None, metavar="H",
+                    help="also forecast after each series' last observation, up to H model time "
+                         "units later (with --every)")
+    pr.add_argument("--every", type=float, default=None, metavar="DT",
+                    help="step of the --horizon query times (model time units)")
+    pr.add_argument("--quantiles", default="", metavar="LEVELS",
+                    help="comma-separated quantile levels to report, e.g. 0.05,0.5,0.95; "
+                         "default none")
+    pr.add_argument("--num-samples", type=int, default=32, metavar="N",
+                    help="latent samples per series; default 32")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the latent samples; default 0")
+    pr.add_argument("--batch-series", type=int, default=256, metavar="N",
+                    help="series per model call (memory grows with it); default 256")
+    _add_device(pr)
+    pr.set_defaults(func=_cmd_predict)
 
     srv = sub.add_parser("serve", help="run the REST service",
                          description="Serve models:/<name>@champion over HTTP.")

@@ -70,7 +70,7 @@ def register_version(
     from mlflow.tracking import MlflowClient
 
     from formats.model_artifact import FORECASTER_ARTIFACT
-    from pipelines.pyfunc import LatentODEPyfunc
+    from pipelines.pyfunc import LatentODEPyfunc, model_signature
 
     directory = workdir / f"saved-{next(_counter)}" / FORECASTER_ARTIFACT
     forecaster.save(directory)
@@ -92,6 +92,7 @@ def register_version(
                 name="model",
                 python_model=LatentODEPyfunc(),
                 artifacts={FORECASTER_ARTIFACT: str(directory)},
+                signature=model_signature(),  # as the pipelines log it: params pass through
                 registered_model_name=name,
                 pip_requirements=["latent-ode"],
             )
