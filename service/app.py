@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from latent_ode import Forecast, Forecaster, SolverConfig
 from service.batching import MicroBatcher, RunJobs
 from service.config import Settings, get_settings
+from service.content import PredictContentMiddleware
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
@@ -157,7 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
-    # Added innermost first: metrics → request context → API key → body deadline → body size.
+    # Added innermost first: content negotiation, body size, body deadline, API key, request
+    # context, metrics (outermost).
+    app.add_middleware(PredictContentMiddleware)  # inside the size limit: it reads the body
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None

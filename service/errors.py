@@ -29,9 +29,11 @@ __all__ = [
     "InputError",
     "ModelNotReadyError",
     "ModelVersionNotFoundError",
+    "NotAcceptableError",
     "RegistryUnavailableError",
     "ServiceError",
     "SolverBudgetError",
+    "UnsupportedMediaTypeError",
     "install_error_handlers",
     "status_for",
 ]
@@ -63,6 +65,14 @@ class BodyTooLargeError(ServiceError):
     """The request body is larger than ``LATENT_ODE_MAX_BODY_BYTES``."""
 
 
+class UnsupportedMediaTypeError(ServiceError):
+    """The request body's Content-Type is not one the endpoint reads."""
+
+
+class NotAcceptableError(ServiceError):
+    """The request's Accept header names no type the endpoint can answer in."""
+
+
 class ModelNotReadyError(ServiceError):
     """No model is loaded (the registry and the disk cache both failed at start-up)."""
 
@@ -86,6 +96,8 @@ class AdminDisabledError(ServiceError):
 #: The single error-type → status table. Order matters: the first matching base class wins.
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (BodyTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
+    (NotAcceptableError, 406),
     (InputError, 422),
     (SolverBudgetError, 422),
     (DataError, 422),

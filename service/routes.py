@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from formats.params import flatten
+from service.content import FRAME_ANSWER_CONTENT
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
 from service.predictor import (
@@ -60,7 +61,12 @@ _INLINE_POINTS = 4_000
 _INLINE_NUMBERS = 20_000
 
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The forecast: JSON, or the output frame as CSV or Parquet when "
+                         "`Accept` asks (docs/service.md \"Frame format\").",
+          "content": FRAME_ANSWER_CONTENT},
+    406: _err("`Accept` names no type this endpoint answers in."),
     413: _err("The body is larger than LATENT_ODE_MAX_BODY_BYTES."),
+    415: _err("The body's Content-Type is not JSON, CSV or Parquet."),
     422: _err("Invalid input or the solver's step budget was exceeded; `detail` says which."),
     503: _err("No model is loaded yet."),
 }
