@@ -224,10 +224,11 @@ def test_wrong_content_type(small: TestClient) -> None:
     response = small.post(
         "/v1/predict", content=json.dumps({"series": [OK]}), headers={"content-type": "text/plain"}
     )
-    assert response.status_code == 422
+    # 415, not 422 (issue 17): the body's type, not its content, is what is wrong.
+    assert response.status_code == 415
     assert response.json() == {
-        "detail": "the request body must be JSON sent with the header Content-Type: "
-        "application/json; got Content-Type 'text/plain'."
+        "detail": "Content-Type 'text/plain' is not supported; send application/json, text/csv "
+        "or application/vnd.apache.parquet (application/x-parquet)."
     }
 
 

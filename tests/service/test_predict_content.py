@@ -232,3 +232,15 @@ def test_csv_round_trip_through_real_uvicorn(registry, frame, tmp_path: Path) ->
     out = pd.read_csv(io.BytesIO(got.content), dtype={"series_id": str})
     expected = predict_frame(registry.forecaster, frame, quantiles=[0.05, 0.95], seed=2)
     pd.testing.assert_frame_equal(out, expected, **TOL)
+
+
+def test_other_routes_keep_their_json_content_type_error(client) -> None:
+    """Only /v1/predict negotiates: the admin route still says its body must be JSON."""
+    from tests.service.service_helpers import ADMIN_KEY
+
+    got = client.post("/v1/admin/reload", content=b'{"version": "1"}',
+                      headers={"Content-Type": "text/plain", "X-API-Key": ADMIN_KEY})
+    assert got.status_code == 422
+    assert got.json() == {"detail": "the request body must be JSON sent with the header "
+                                    "Content-Type: application/json; got Content-Type "
+                                    "'text/plain'."}
