@@ -62,7 +62,9 @@ def start_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
         "--artifacts-destination", str(root / "artifacts"),
         "--serve-artifacts", "--workers", "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    # Its own process group, so that stop_process ends the server's uvicorn child with it.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                            start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", timeout=90, proc=proc)
@@ -81,6 +83,16 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+    _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of the process group ``proc`` leads (started with
+    ``start_new_session``): a server's workers must not outlive the test."""
+    try:  # no group has this id unless proc led one (a pid is not reused while its group lives)
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -89,6 +101,9 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # `mlflow server` starts a job runner with a pool of worker processes (about 1.4 GB per
+    # server) for GenAI jobs this project never submits; the servers the suite starts go without.
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
 
 
 @pytest.fixture(scope="session")
