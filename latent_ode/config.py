@@ -332,6 +332,12 @@ class TrainConfig:
         calibrate_noise: after training, set the forecaster's predictive noise per channel from
             the validation residuals, so that predictive intervals are calibrated (the fixed
             ``obs_std`` of the training objective is far narrower than the real error).
+        calibrate_blend: after training (before the noise), fit per regime, channel and gap
+            bin the weight of the model's answer against the channel's own baseline (linear
+            interpolation, the last observation carried forward) by least squares on the
+            validation split's held-out points (:mod:`latent_ode.blend`), so that a channel the
+            model predicts worse than drawing lines is answered (mostly) by the lines. Off by
+            default.
     """
 
     batch_size: int = 50
@@ -360,6 +366,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     calibrate_noise: bool = True
+    calibrate_blend: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
