@@ -76,7 +76,7 @@ class BaselineBlend:
         if not (np.isfinite(w).all() and (w >= 0).all() and (w <= 1).all()):
             raise ConfigError(f"`blend.weights` must lie in [0, 1]; got {w.tolist()}.")
         if e.shape != (w.shape[0], w.shape[1], w.shape[2] - 1) or np.isnan(e).any() or (
-                np.diff(e, axis=2) < 0).any():
+                e[..., 1:] < e[..., :-1]).any():
             raise ConfigError(f"`blend.edges` must be a (3, D, K - 1) = "
                               f"{(w.shape[0], w.shape[1], w.shape[2] - 1)} array of increasing "
                               f"gaps; got shape {e.shape}.")

@@ -163,7 +163,10 @@ def derive_config(
       average of the weights (single-step validation errors swing on small data); the KL weight
       of the reference (1 / L), warmed up over about 10 epochs; early stopping on the
       validation MSE of both tasks, after 10 validations without improvement; the wall-clock
-      budget ``max_time_s``; at most 1,000 epochs (the budget or early stopping ends first).
+      budget ``max_time_s``; at most 1,000 epochs (the budget or early stopping ends first);
+      after training, the blend towards the baselines fitted on the validation split
+      (:mod:`latent_ode.blend`: per regime, channel and gap bin, how much of the model's
+      departure from the channel's own line to keep), then the predictive noise.
     - register / mlflow: a model and an experiment named after the file.
 
     Args:
@@ -204,6 +207,7 @@ def derive_config(
             "kl_warmup_rate": round(0.01 ** (1.0 / warmup), 6),
             "task": "both", "val_metric": "val_mse", "patience": 10,
             "checkpoint_every": 100, "log_every": 10, "seed": seed,
+            "calibrate_blend": True,
         },
         "register": {"model_name": name, "metric": "val_loss"},
         "mlflow": {"experiment": name},
@@ -260,7 +264,8 @@ def describe(summary: DataSummary, cfg: PipelineConfig, *, overridden_by: str | 
         f"{m.encoder.units}, baseline anchor {'on' if m.decoder.anchor else 'off'}",
         f"  training:  {t.task} tasks, batch {t.batch_size}, lr {t.lr:g}, budget "
         + (f"{t.max_time_s:g} s" if t.max_time_s is not None else "none")
-        + f", early stopping on {t.val_metric} (patience {t.patience}), seed {t.seed}",
+        + f", early stopping on {t.val_metric} (patience {t.patience}), seed {t.seed}; "
+        f"blend towards the baselines {'on' if t.calibrate_blend else 'off'}",
         f"  tracking:  experiment {cfg.mlflow.experiment!r}, registered model "
         f"{cfg.registry.model_name!r}",
     ]

@@ -35,10 +35,11 @@ _MIN_CALIBRATION_POINTS = 20
 # Offsets the calibration's context draws from the training seed.
 _SEED_OFFSET = 104729
 
-# Fewer held-out validation points than this in a regime and channel (or gap bin): the blend
-# weight is not fitted there; the model keeps its answer (weight 1), or the bin takes its
-# channel's weight.
-_MIN_BLEND_POINTS = 50
+# Fewer held-out validation points than this in a regime and channel: the blend weight is not
+# fitted there; the model keeps its answer (weight 1).
+_MIN_BLEND_POINTS = 20
+# Fewer than this in a gap bin: the bin takes its regime and channel's single weight.
+_MIN_BIN_POINTS = 50
 
 
 @dataclass(frozen=True)
@@ -176,17 +177,18 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
 def _fit_bins(delta: np.ndarray, target: np.ndarray, gap: np.ndarray, bins: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(K,) weights and (K - 1,) gap edges of one regime and channel from its held-out points:
-    equal-count bins of the gap where each has ``_MIN_BLEND_POINTS``, else one weight."""
+    equal-count bins of the gap where each has ``_MIN_BIN_POINTS``, else one weight (weight 1
+    below ``_MIN_BLEND_POINTS``)."""
     n = delta.size
     if n < _MIN_BLEND_POINTS:
         return np.ones(bins), np.full(bins - 1, np.inf)
     whole = fit_weight(delta, target)
-    if bins == 1 or n < bins * _MIN_BLEND_POINTS:
+    if bins == 1 or n < bins * _MIN_BIN_POINTS:
         return np.full(bins, whole), np.full(bins - 1, np.inf)
     edges = np.quantile(gap, np.arange(1, bins) / bins)
     which = np.searchsorted(edges, gap, side="right")
     weights = np.array([fit_weight(delta[which == k], target[which == k])
-                        if (which == k).sum() >= _MIN_BLEND_POINTS else whole
+                        if (which == k).sum() >= _MIN_BIN_POINTS else whole
                         for k in range(bins)])
     return weights, edges
 
@@ -201,8 +203,9 @@ def calibrate_blend(forecaster: Forecaster, val: Observations, config: TrainConf
     see, each counted in its regime against its context); only channels the context observed
     count (the others keep the model's answer). The gap is the query's distance to the
     channel's nearest context observation (normalised time); each regime and channel with at
-    least ``bins * 50`` such points gets ``bins`` equal-count gap bins, one with at least 50 a
-    single weight, one with fewer weight 1 (the model unchanged).
+    least ``bins * 50`` such points gets ``bins`` equal-count gap bins (a bin with fewer than 50
+    takes the single weight), one with at least 20 a single weight, one with fewer weight 1 (the
+    model unchanged).
 
     The forecaster's own blend, if any, is ignored while fitting: the weights are fitted on the
     model's answer.

@@ -152,7 +152,8 @@ def test_describe_states_every_derived_setting() -> None:
     for part in ("300 series, 3 channels (c0, c1, c2)", "longest span 48, median gap 6",
                  "encoder step 0.0625", "by series 0.7/0.15/0.15", "normalisation standard",
                  "latent 5, encoder hidden 10, units 16, baseline anchor on", "budget 90 s",
-                 "early stopping on val_mse (patience 10)", "experiment 'latent-ode-labs'"):
+                 "early stopping on val_mse (patience 10)", "blend towards the baselines on",
+                 "experiment 'latent-ode-labs'"):
         assert part in text, part
 
 
