@@ -322,7 +322,12 @@ class TrainConfig:
         val_every: validate every this many epochs.
         val_metric: the validation metric for early stopping and the best checkpoint.
             Validation measures the task(s) the run trains and the task ``val_metric``
-            names; ``val_loss`` and ``val_mse`` average those tasks.
+            names; ``val_loss`` and ``val_mse`` average those tasks. ``val_error_ratio``: per
+            task, the mean over channels of the model's MSE on the held-out points (those the
+            encoder did not see) divided by the baseline's (linear interpolation, LOCF), averaged
+            over the tasks measured: 1 minus the pooled skill, so that a run stops where it
+            beats the baselines most rather than where its error, dominated by the
+            hardest channels, is lowest.
         patience: stop after this many validations without improvement (``None``: never).
         checkpoint_every: write a resumable checkpoint every this many steps.
         log_every: report step metrics to the callbacks every this many steps.
@@ -359,7 +364,8 @@ class TrainConfig:
     interp_fraction: float = 0.5
     extrap_split: float = 0.5
     val_every: int = 1
-    val_metric: Literal["val_loss", "val_interp_mse", "val_extrap_mse", "val_mse"] = "val_mse"
+    val_metric: Literal["val_loss", "val_interp_mse", "val_extrap_mse", "val_mse",
+                        "val_error_ratio"] = "val_mse"
     patience: int | None = 20
     checkpoint_every: int = 100
     log_every: int = 10
