@@ -186,9 +186,11 @@ class PerVariable:
 
 
 def train_model(train: list[Series], val: list[Series], channels: list[str], config_path: Path,
-                seconds: float, steps: int | None, seed: int, device: str) -> tuple[Any, float, int]:
+                seconds: float, steps: int | None, seed: int, device: str,
+                calibrate_blend: bool | None = None) -> tuple[Any, float, int]:
     """Train the pipeline's model on ``train`` (early stopping on ``val``) for at most
-    ``seconds`` and ``steps``; returns the forecaster, the seconds and the steps taken."""
+    ``seconds`` and ``steps`` (``calibrate_blend``: overrides the config's); returns the
+    forecaster, the seconds (training and calibration) and the steps taken."""
     import tomllib
 
     from latent_ode import Normaliser
@@ -200,6 +202,8 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
     raw["train"] = {**raw.get("train", {}), "max_time_s": seconds, "seed": seed, "progress": False}
     if steps is not None:
         raw["train"]["max_steps"] = steps
+    if calibrate_blend is not None:
+        raw["train"]["calibrate_blend"] = calibrate_blend
     cfg = parse_config(raw, source=str(config_path))
     # The model's normalisation is the config's (physionet.toml: P1's min-max), fitted on
     # train + val as P1's scaling is.
@@ -277,6 +281,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=250, help="stays per prediction batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--baselines-only", action="store_true", help="skip the model")
+    p.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit the blend towards the baselines after training (default: the "
+                        "config's [train] calibrate_blend)")
+    p.add_argument("--compare-blend", action="store_true",
+                   help="also score the same trained model without its blend (side by side)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physionet_p1.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -309,27 +318,32 @@ def main() -> None:
 
     train_seconds, train_steps = 0.0, 0
     cover = {"forecast": Coverage(), "interp": Coverage()}
+    without: dict[str, Any] | None = None
+    blend: dict[str, Any] | None = None
     if not args.baselines_only:
         forecaster, train_seconds, train_steps = train_model(
             train, val, channels, args.config, args.train_seconds, args.max_steps, args.seed,
-            args.device)
-        for t, (mean, inside) in zip(f_tasks, predict(forecaster, f_tasks, args.batch,
-                                                      args.num_samples), strict=True):
-            fc["model"].add(scaling.scale(mean), scaling.scale(t.target))
-            cover["forecast"].add(inside, t.target, t.query - t.context.times[-1])
-        for t, (mean, inside) in zip(i_tasks, predict(forecaster, i_tasks, args.batch,
-                                                      args.num_samples), strict=True):
-            ip["model"].add(scaling.scale(mean), scaling.scale(t.target))
-            gap = np.abs(t.query[:, None] - t.context.times[None, :]).min(axis=1)
-            cover["interp"].add(inside, t.target, gap)
+            args.device, calibrate_blend=args.blend)
+        fc["model"], ip["model"], cover = score(forecaster, f_tasks, i_tasks, scaling, args)
+        if forecaster.blend is not None:
+            blend = forecaster.blend.to_dict()
+        if args.compare_blend and forecaster.blend is not None:
+            # The same trained model without the correction (its noise stays the one calibrated
+            # on the blended answers: compare the errors, not the coverage).
+            forecaster.blend = None
+            f_raw, i_raw, _ = score(forecaster, f_tasks, i_tasks, scaling, args)
+            without = {"model": f_raw.pooled(),
+                       "interpolation": {"model_mse": i_raw.pooled()["mse"],
+                                         "model_mae": i_raw.pooled()["mae"]},
+                       "per_variable": {name: {"model_mse": _num(f_raw.mse()[j]),
+                                               "interp_model_mse": _num(i_raw.mse()[j])}
+                                        for j, name in enumerate(channels)}}
 
     has_model = not args.baselines_only
     per_variable: dict[str, dict[str, float | int | None]] = {}
     total = int(fc["locf"].count.sum())
 
-    def num(x: float) -> float | None:
-        return None if not np.isfinite(x) else float(x)
-
+    num = _num
     for j, name in enumerate(channels):
         per_variable[name] = {
             "count": int(fc["locf"].count[j]),
@@ -359,6 +373,10 @@ def main() -> None:
         "coverage": ({"forecast": cover["forecast"].summary(np.array([0.0, 48.0 - CUT_HOURS])),
                       "interp": cover["interp"].summary()} if has_model else None),
         "published": {k: {"mse": v[0] * 1e-3, "mae": v[1] * 1e-2} for k, v in PUBLISHED.items()},
+        # The same trained model evaluated without its blend towards the baselines
+        # (--compare-blend), and the blend's weights (latent_ode/blend.py).
+        "without_blend": without,
+        "blend": blend,
         "seeds": [args.seed] if has_model else [],
         "split_seed": args.split_seed,
         "interp_seed": args.interp_seed,
@@ -371,6 +389,29 @@ def main() -> None:
     }
     _print(summary, channels, has_model)
     write_results(args.out, summary)
+
+
+def _num(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def score(forecaster: Any, f_tasks: list[Task], i_tasks: list[Task], scaling: Scaling,
+          args: argparse.Namespace) -> tuple[PerVariable, PerVariable, dict[str, Coverage]]:
+    """The model's per-variable forecast and interpolation errors on the tasks (scaled), and
+    its interval coverage."""
+    d = scaling.lo.size
+    fc, ip = PerVariable(d), PerVariable(d)
+    cover = {"forecast": Coverage(), "interp": Coverage()}
+    for t, (mean, inside) in zip(f_tasks, predict(forecaster, f_tasks, args.batch,
+                                                  args.num_samples), strict=True):
+        fc.add(scaling.scale(mean), scaling.scale(t.target))
+        cover["forecast"].add(inside, t.target, t.query - t.context.times[-1])
+    for t, (mean, inside) in zip(i_tasks, predict(forecaster, i_tasks, args.batch,
+                                                  args.num_samples), strict=True):
+        ip.add(scaling.scale(mean), scaling.scale(t.target))
+        gap = np.abs(t.query[:, None] - t.context.times[None, :]).min(axis=1)
+        cover["interp"].add(inside, t.target, gap)
+    return fc, ip, cover
 
 
 def _print(summary: dict[str, Any], channels: list[str], has_model: bool) -> None:
@@ -395,6 +436,11 @@ def _print(summary: dict[str, Any], channels: list[str], has_model: bool) -> Non
     if has_model:
         print(f"  ours (Latent ODE)               {summary['model']['mse'] * 1e3:9.2f}   "
               f"{summary['model']['mae'] * 1e2:9.2f}")
+    if summary["without_blend"] is not None:
+        raw = summary["without_blend"]
+        print(f"  ours without the blend          {raw['model']['mse'] * 1e3:9.2f}   "
+              f"{raw['model']['mae'] * 1e2:9.2f}   (interpolation "
+              f"{raw['interpolation']['model_mse'] * 1e3:.2f}e-3)")
     print(f"  LOCF                            {summary['locf']['mse'] * 1e3:9.2f}   "
           f"{summary['locf']['mae'] * 1e2:9.2f}")
     for k, (mse, mae) in PUBLISHED.items():

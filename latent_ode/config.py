@@ -322,7 +322,12 @@ class TrainConfig:
         val_every: validate every this many epochs.
         val_metric: the validation metric for early stopping and the best checkpoint.
             Validation measures the task(s) the run trains and the task ``val_metric``
-            names; ``val_loss`` and ``val_mse`` average those tasks.
+            names; ``val_loss`` and ``val_mse`` average those tasks. ``val_error_ratio``: per
+            task, the mean over channels of the model's MSE on the held-out points (those the
+            encoder did not see) divided by the baseline's (linear interpolation, LOCF), averaged
+            over the tasks measured: 1 minus the pooled skill, so that a run stops where it
+            beats the baselines most rather than where its error, dominated by the
+            hardest channels, is lowest.
         patience: stop after this many validations without improvement (``None``: never).
         checkpoint_every: write a resumable checkpoint every this many steps.
         log_every: report step metrics to the callbacks every this many steps.
@@ -332,6 +337,12 @@ class TrainConfig:
         calibrate_noise: after training, set the forecaster's predictive noise per channel from
             the validation residuals, so that predictive intervals are calibrated (the fixed
             ``obs_std`` of the training objective is far narrower than the real error).
+        calibrate_blend: after training (before the noise), fit per regime, channel and gap
+            bin the weight of the model's answer against the channel's own baseline (linear
+            interpolation, the last observation carried forward) by least squares on the
+            validation split's held-out points (:mod:`latent_ode.blend`), so that a channel the
+            model predicts worse than drawing lines is answered (mostly) by the lines. Off by
+            default.
     """
 
     batch_size: int = 50
@@ -353,13 +364,15 @@ class TrainConfig:
     interp_fraction: float = 0.5
     extrap_split: float = 0.5
     val_every: int = 1
-    val_metric: Literal["val_loss", "val_interp_mse", "val_extrap_mse", "val_mse"] = "val_mse"
+    val_metric: Literal["val_loss", "val_interp_mse", "val_extrap_mse", "val_mse",
+                        "val_error_ratio"] = "val_mse"
     patience: int | None = 20
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
     progress: bool = True
     calibrate_noise: bool = True
+    calibrate_blend: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from latent_ode.baselines import ChannelBaselines, channel_baselines
+from latent_ode.blend import BaselineBlend
 from latent_ode.checkpoint import check_weight_shapes, load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
 from latent_ode.data import Observations, Series, collate
@@ -184,6 +185,11 @@ class Forecaster:
             the noise std at gap g is ``sqrt(noise_std**2 + growth * g)``, so intervals widen
             with the distance to the data where the error does. ``None``: zeros (no growth, as
             checkpoints written before it predicted).
+        blend: per regime, channel and gap bin, the weight of the model's answer against the
+            channel's baseline (:mod:`latent_ode.blend`), applied to every latent sample;
+            :func:`latent_ode.fit` fits it on the validation split when ``calibrate_blend`` is
+            set. ``None``: the model's answer unchanged (weight 1, as checkpoints written
+            before it predicted).
     """
 
     def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
@@ -191,7 +197,8 @@ class Forecaster:
                  noise_std: Sequence[float] | np.ndarray | None = None,
                  extrap_noise_std: Sequence[float] | np.ndarray | None = None,
                  backcast_noise_std: Sequence[float] | np.ndarray | None = None,
-                 noise_growth: Sequence[Sequence[float]] | np.ndarray | None = None) -> None:
+                 noise_growth: Sequence[Sequence[float]] | np.ndarray | None = None,
+                 blend: BaselineBlend | None = None) -> None:
         d = model.config.input_dim
         if len(channels) != d or normaliser.num_channels != d:
             raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
@@ -213,6 +220,10 @@ class Forecaster:
             raise ConfigError(f"`noise_growth` must be a (3, {d}) array of finite, non-negative "
                               f"variances per unit of time; got shape {growth.shape}.")
         self.noise_growth = growth
+        if blend is not None and blend.num_channels != d:
+            raise ConfigError(f"`blend` must have weights for the model's {d} channels; got "
+                              f"{blend.num_channels}.")
+        self.blend = blend
 
     def noise_tensor(self, position: Tensor, like: Tensor, gap: Tensor | None = None) -> Tensor:
         """(B, Q, D) predictive noise std for queries at ``position`` (B, Q) against their
@@ -271,6 +282,8 @@ class Forecaster:
             "backcast_noise_std": self.backcast_noise_std.tolist(),
             "noise_growth": self.noise_growth.tolist(),
         }
+        if self.blend is not None:
+            config["blend"] = self.blend.to_dict()
         return save_model_files(directory, self.model, config)
 
     @classmethod
@@ -286,7 +299,8 @@ class Forecaster:
         expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
         # Checkpoints written before the noise was calibrated per regime lack these; they get
         # ``noise_std`` everywhere, as they predicted then.
-        optional = {"extrap_noise_std", "backcast_noise_std", "noise_growth"}
+        # Those written before the blend lack it: the model's answer unchanged, as then.
+        optional = {"extrap_noise_std", "backcast_noise_std", "noise_growth", "blend"}
         if not expected <= set(data) <= expected | optional:
             raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
                                   f"{sorted(expected)} (and optionally {sorted(optional)}); "
@@ -310,7 +324,8 @@ class Forecaster:
                      metadata=data["metadata"], noise_std=data["noise_std"],
                      extrap_noise_std=data.get("extrap_noise_std"),
                      backcast_noise_std=data.get("backcast_noise_std"),
-                     noise_growth=data.get("noise_growth"))
+                     noise_growth=data.get("noise_growth"),
+                     blend=(BaselineBlend.from_dict(data["blend"]) if "blend" in data else None))
         except (ConfigError, ShapeError) as exc:
             raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
         return fc.to(device)
@@ -360,8 +375,14 @@ class Forecaster:
         t_rel = (query_times - t0[:, None]).repeat(num_samples, 1)  # (S*B, Q)
         pred, sol = self.model.decode(z0.reshape(num_samples * b, -1), t_rel, solver=solver)
         failures = series_failures(sol.status.reshape(num_samples, b))
+        if self.blend is not None and baselines is None:
+            baselines = channel_baselines(context, query_times)
         pred = self.model.means(pred.reshape(num_samples, b, q, -1), context, query_times,
                                 baselines=baselines)
+        if self.blend is not None:
+            assert baselines is not None  # computed above
+            position = window_position(query_times, context.first_time, context.last_time)
+            pred = self.blend.apply(pred, baselines, position)
         return pred, sol.stats, failures
 
     def predict(

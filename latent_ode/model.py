@@ -41,6 +41,7 @@ class LossOutput:
         kl: (B,) KL(q(z0) || p(z0)).
         mse: (B,) per-series MSE of the sample-mean prediction on observed targets.
         nfe: function evaluations of the latent ODE solve.
+        mean: (B, T, D) the sample-mean prediction at the target times (what ``mse`` scores).
     """
 
     loss: Tensor
@@ -48,6 +49,7 @@ class LossOutput:
     kl: Tensor
     mse: Tensor
     nfe: int
+    mean: Tensor
 
 
 class LatentODE(nn.Module):
@@ -176,4 +178,4 @@ class LatentODE(nn.Module):
             bound = iwae_bound(loglik + kl_weight * (log_prior - log_post))
         mse = masked_mse(pred.mean(0), target.values, target.mask)
         return LossOutput(loss=-bound.mean(), log_likelihood=loglik[0], kl=kl, mse=mse,
-                          nfe=sol.stats.nfe)
+                          nfe=sol.stats.nfe, mean=pred.mean(0))

@@ -162,8 +162,17 @@ def derive_config(
       (fewer when there are fewer training series); Adam at 1e-2 decaying to 1e-3; a moving
       average of the weights (single-step validation errors swing on small data); the KL weight
       of the reference (1 / L), warmed up over about 10 epochs; early stopping on the
-      validation MSE of both tasks, after 10 validations without improvement; the wall-clock
-      budget ``max_time_s``; at most 1,000 epochs (the budget or early stopping ends first).
+      validation error ratio (``val_error_ratio``: per task, the mean over channels of the
+      model's held-out MSE over the baseline's, i.e. 1 - skill), after 10 validations without
+      improvement (issue 15: stop where the model beats the baselines most, not where the
+      hardest channels' error is lowest; on 300 PhysioNet lab stays it scored as stopping on
+      the validation MSE did, within the run-to-run spread); the wall-clock budget
+      ``max_time_s``; at most 1,000 epochs
+      (the budget or early stopping ends first). The blend towards the baselines
+      (:mod:`latent_ode.blend`) stays off: fitted on a small validation split (about 30
+      held-out points per channel and regime there) its weights are noisy: on those stays it
+      narrowed the slow labs' gaps but, side by side with the same model, changed the pooled
+      errors by -2%/-0.5% in one run and +1%/+4% in another (docs/benchmarks.md).
     - register / mlflow: a model and an experiment named after the file.
 
     Args:
@@ -202,7 +211,7 @@ def derive_config(
             "lr": 1e-2, "lr_decay": 0.999, "lr_min": 1e-3, "ema_decay": 0.98,
             "kl_scale": round(1.0 / latent, 6), "kl_warmup_delay": warmup,
             "kl_warmup_rate": round(0.01 ** (1.0 / warmup), 6),
-            "task": "both", "val_metric": "val_mse", "patience": 10,
+            "task": "both", "val_metric": "val_error_ratio", "patience": 10,
             "checkpoint_every": 100, "log_every": 10, "seed": seed,
         },
         "register": {"model_name": name, "metric": "val_loss"},
@@ -260,7 +269,8 @@ def describe(summary: DataSummary, cfg: PipelineConfig, *, overridden_by: str | 
         f"{m.encoder.units}, baseline anchor {'on' if m.decoder.anchor else 'off'}",
         f"  training:  {t.task} tasks, batch {t.batch_size}, lr {t.lr:g}, budget "
         + (f"{t.max_time_s:g} s" if t.max_time_s is not None else "none")
-        + f", early stopping on {t.val_metric} (patience {t.patience}), seed {t.seed}",
+        + f", early stopping on {t.val_metric} (patience {t.patience}), seed {t.seed}; "
+        f"blend towards the baselines {'on' if t.calibrate_blend else 'off'}",
         f"  tracking:  experiment {cfg.mlflow.experiment!r}, registered model "
         f"{cfg.registry.model_name!r}",
     ]

@@ -1,4 +1,10 @@
-"""The predictive noise per channel and regime, fitted on validation residuals after training."""
+"""Fitted on the validation split after training: the blend towards the baselines
+(:mod:`latent_ode.blend`), then the predictive noise per channel and regime.
+
+The order matters: the blend changes the predictive mean (and shrinks the samples' spread), so
+the noise is fitted on the blended samples, after the blend (:func:`latent_ode.fit` does both,
+in that order, when ``calibrate_blend`` and ``calibrate_noise`` are set).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import numpy as np
 import torch
 
 from latent_ode.baselines import channel_baselines
+from latent_ode.blend import BLEND_BINS, BaselineBlend, fit_weight
 from latent_ode.config import TrainConfig
 from latent_ode.data import Observations
 from latent_ode.forecaster import (
@@ -19,7 +26,7 @@ from latent_ode.forecaster import (
 )
 from latent_ode.tasks import TASKS, seen_in_context, task_batches
 
-__all__ = ["NoiseCalibration", "calibrate_noise"]
+__all__ = ["NoiseCalibration", "calibrate_blend", "calibrate_noise"]
 
 # Fewer held-out validation points than this in a regime and channel: too few to estimate a
 # variance from; the regime takes the pooled value.
@@ -27,6 +34,12 @@ _MIN_CALIBRATION_POINTS = 20
 
 # Offsets the calibration's context draws from the training seed.
 _SEED_OFFSET = 104729
+
+# Fewer held-out validation points than this in a regime and channel: the blend weight is not
+# fitted there; the model keeps its answer (weight 1).
+_MIN_BLEND_POINTS = 20
+# Fewer than this in a gap bin: the bin takes its regime and channel's single weight.
+_MIN_BIN_POINTS = 50
 
 
 @dataclass(frozen=True)
@@ -159,3 +172,91 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
             each[k][j], growth[k, j] = np.sqrt(a), b
     return NoiseCalibration(inside=each[INTERPOLATION], after=each[EXTRAPOLATION],
                             before=each[BACKCAST], growth=growth)
+
+
+def _fit_bins(delta: np.ndarray, target: np.ndarray, gap: np.ndarray, bins: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) weights and (K - 1,) gap edges of one regime and channel from its held-out points:
+    equal-count bins of the gap where each has ``_MIN_BIN_POINTS``, else one weight (weight 1
+    below ``_MIN_BLEND_POINTS``)."""
+    n = delta.size
+    if n < _MIN_BLEND_POINTS:
+        return np.ones(bins), np.full(bins - 1, np.inf)
+    whole = fit_weight(delta, target)
+    if bins == 1 or n < bins * _MIN_BIN_POINTS:
+        return np.full(bins, whole), np.full(bins - 1, np.inf)
+    edges = np.quantile(gap, np.arange(1, bins) / bins)
+    which = np.searchsorted(edges, gap, side="right")
+    weights = np.array([fit_weight(delta[which == k], target[which == k])
+                        if (which == k).sum() >= _MIN_BIN_POINTS else whole
+                        for k in range(bins)])
+    return weights, edges
+
+
+@torch.no_grad()
+def calibrate_blend(forecaster: Forecaster, val: Observations, config: TrainConfig,
+                    *, num_samples: int = 8, bins: int = BLEND_BINS) -> BaselineBlend:
+    """Per regime, channel and gap bin, the least-squares weight of the model against the
+    channel's baseline on the validation split's held-out points (:mod:`latent_ode.blend`).
+
+    The targets are those of :func:`calibrate_noise` (both tasks, the points the encoder did not
+    see, each counted in its regime against its context); only channels the context observed
+    count (the others keep the model's answer). The gap is the query's distance to the
+    channel's nearest context observation (normalised time); each regime and channel with at
+    least ``bins * 50`` such points gets ``bins`` equal-count gap bins (a bin with fewer than 50
+    takes the single weight), one with at least 20 a single weight, one with fewer weight 1 (the
+    model unchanged).
+
+    The forecaster's own blend, if any, is ignored while fitting: the weights are fitted on the
+    model's answer.
+
+    Args:
+        forecaster: the trained model (in eval mode).
+        val: the validation split (normalised), N series, D channels.
+        config: ``batch_size``, the tasks' settings and ``seed``.
+        num_samples: S latent samples per series (the weight is fitted on their mean).
+        bins: K gap bins per regime and channel.
+
+    Returns:
+        :class:`~latent_ode.blend.BaselineBlend` with (3, D, K) weights.
+
+    Raises:
+        SolverError: the latent ODE solve failed on the validation split.
+    """
+    gen = torch.Generator().manual_seed(config.seed + _SEED_OFFSET)
+    d = val.num_channels
+    # Per regime and channel: the held-out points' model - baseline, truth - baseline and gap.
+    points: list[list[list[torch.Tensor]]] = [[[] for _ in range(d)] for _ in range(3)]
+    kept, forecaster.blend = forecaster.blend, None
+    try:
+        for item in task_batches(val, TASKS, batch_size=config.batch_size,
+                                 interp_fraction=config.interp_fraction,
+                                 extrap_split=config.extrap_split, generator=gen):
+            context, target = item.context, item.target
+            base = channel_baselines(context, target.times)
+            samples, _ = forecaster.sample_normalised(context, target.times,
+                                                      num_samples=num_samples, seed=config.seed,
+                                                      baselines=base)
+            use = target.mask & ~seen_in_context(context, target) & base.observed
+            position = window_position(target.times, context.first_time,
+                                       context.last_time)[..., None].expand_as(use)
+            rows = torch.stack([samples.mean(0) - base.linear, target.values - base.linear,
+                                base.gap], dim=-1).double().cpu()  # (B, T, D, 3)
+            use, position = use.cpu(), position.cpu()
+            for k in range(3):
+                m = use & (position == k)
+                for j in range(d):
+                    mj = m[..., j]
+                    if bool(mj.any()):
+                        points[k][j].append(rows[..., j, :][mj])
+    finally:
+        forecaster.blend = kept
+    weights = np.ones((3, d, bins))
+    edges = np.full((3, d, bins - 1), np.inf)
+    for k in range(3):
+        for j in range(d):
+            if not points[k][j]:
+                continue
+            p = torch.cat(points[k][j]).numpy()
+            weights[k, j], edges[k, j] = _fit_bins(p[:, 0], p[:, 1], p[:, 2], bins)
+    return BaselineBlend(weights=weights, edges=edges)

@@ -27,7 +27,7 @@ from latent_ode.forecaster import Forecaster
 from latent_ode.model import LatentODE
 from latent_ode.tasks import minibatch, task_pair, to_model_batch, training_task
 from latent_ode.training.averaging import WeightAverage
-from latent_ode.training.calibration import calibrate_noise
+from latent_ode.training.calibration import calibrate_blend, calibrate_noise
 from latent_ode.training.checkpointing import Checkpointer
 from latent_ode.training.distributed import ProcessGroup
 from latent_ode.training.progress import Advance, progress_bar
@@ -312,6 +312,12 @@ def fit(
     run.snapshot()
     model.load_state_dict(run.best_weights)
     model.eval()
+    # The blend first: the noise is fitted on the blended answers (calibration.py).
+    if config.calibrate_blend:
+        forecaster.blend = calibrate_blend(forecaster, val_obs, config)
+        logger.info("blend towards the baselines, weight of the model per regime (backcast, "
+                    "interpolation, forecast), channel and gap bin: %s",
+                    forecaster.blend.weights.round(3).tolist())
     if config.calibrate_noise:
         calibrate_noise(forecaster, val_obs, config).apply(forecaster)
         logger.info("calibrated predictive noise std per channel: %s inside the observed "

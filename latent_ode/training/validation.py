@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from latent_ode.baselines import channel_baselines
 from latent_ode.config import TrainConfig
 from latent_ode.data import Observations
 from latent_ode.model import LatentODE
-from latent_ode.tasks import TASK_PREFIX, task_batches, validation_tasks
+from latent_ode.tasks import TASK_PREFIX, seen_in_context, task_batches, validation_tasks
 
 __all__ = ["validate"]
 
@@ -28,12 +29,18 @@ def validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[s
     Returns:
         ``val_<task>_loss`` and ``val_<task>_mse`` (``<task>`` = ``interp``, ``extrap``) per task
         measured, the objective at KL weight 1 and the mean squared error per series; and
-        ``val_loss`` and ``val_mse``, their averages over the tasks measured.
+        ``val_loss`` and ``val_mse``, their averages over the tasks measured;
+        ``val_<task>_error_ratio`` and ``val_error_ratio`` (:class:`TrainConfig`'s
+        ``val_metric``) when ``val_metric`` is ``val_error_ratio``.
     """
     gen = torch.Generator().manual_seed(config.seed + _SEED_OFFSET)
     tasks = validation_tasks(config)
     loss = dict.fromkeys(tasks, 0.0)
     mse = dict.fromkeys(tasks, 0.0)
+    ratio = config.val_metric == "val_error_ratio"
+    d = val.num_channels
+    # Per task and channel: squared errors of the model and of the baseline on held-out points.
+    sq = {t: torch.zeros(2, d, dtype=torch.float64) for t in tasks}
     for item in task_batches(val, tasks, batch_size=config.batch_size,
                              interp_fraction=config.interp_fraction,
                              extrap_split=config.extrap_split, generator=gen):
@@ -41,6 +48,13 @@ def validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[s
         res = model.loss(item.context, item.target, num_samples=1, kl_weight=1.0, generator=gen)
         loss[item.task] += float(res.loss) * item.size
         mse[item.task] += float(res.mse.sum())
+        if ratio:
+            context, target = item.context, item.target
+            base = channel_baselines(context, target.times)
+            baseline = base.linear if item.task == "interpolation" else base.locf
+            held = target.mask & ~seen_in_context(context, target)
+            for i, pred in enumerate((res.mean, baseline)):
+                sq[item.task][i] += (((pred - target.values) ** 2) * held).sum((0, 1)).double().cpu()
     n = val.batch_size
     out: dict[str, float] = {}
     for task in tasks:
@@ -48,4 +62,12 @@ def validate(model: LatentODE, val: Observations, config: TrainConfig) -> dict[s
         out[f"val_{TASK_PREFIX[task]}_mse"] = mse[task] / n
     out["val_loss"] = sum(out[f"val_{TASK_PREFIX[t]}_loss"] for t in tasks) / len(tasks)
     out["val_mse"] = sum(out[f"val_{TASK_PREFIX[t]}_mse"] for t in tasks) / len(tasks)
+    if ratio:
+        for task in tasks:
+            model_sq, base_sq = sq[task]
+            has = base_sq > 0  # a channel the baseline answers exactly has no ratio
+            out[f"val_{TASK_PREFIX[task]}_error_ratio"] = (
+                float((model_sq[has] / base_sq[has]).mean()) if bool(has.any()) else 1.0)
+        out["val_error_ratio"] = sum(out[f"val_{TASK_PREFIX[t]}_error_ratio"]
+                                     for t in tasks) / len(tasks)
     return out

@@ -369,3 +369,38 @@ def test_resume_without_a_checkpoint_starts_afresh_like_an_unresumed_run(tmp_pat
         torch.testing.assert_close(_weights(fresh)[k], v, rtol=0, atol=0)
     # ... and from then on it checkpoints where it was told to.
     assert (ckpt_dir / "last.pt").exists()
+
+
+def test_val_error_ratio_compares_held_out_errors_with_the_baselines() -> None:
+    """A model whose answer is the baseline scores 1 in both tasks; one far off scores more;
+    and early stopping can select on it."""
+    from latent_ode import DecoderConfig
+    from latent_ode.tasks import to_model_batch
+    from latent_ode.training.validation import validate
+
+    data = periodic(60, n_times=20, shared_grid=False, seed=0)
+    norm = Normaliser.fit(data[:40], kind="none", time_scale=1.0)
+    cfg = ModelConfig(input_dim=1, latent_dim=4, encoder=EncoderConfig(hidden=8, units=16, max_step=0.1),
+                      dynamics=DynamicsConfig(units=16), decoder=DecoderConfig(anchor=True))
+    fc = Forecaster.create(cfg, norm, channels=["x"], time_unit="s", seed=0)
+    fc.model.eval()
+    val = to_model_batch(fc, data[40:])
+    train_cfg = TrainConfig(batch_size=10, val_metric="val_error_ratio")
+    with torch.no_grad():  # full trust in the baseline at every gap
+        fc.model.anchor.trust.fill_(50.0)
+        fc.model.anchor.decay.fill_(-50.0)
+    m = validate(fc.model, val, train_cfg)
+    assert m["val_interp_error_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert m["val_extrap_error_ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert m["val_error_ratio"] == pytest.approx(1.0, abs=1e-4)
+    with torch.no_grad():  # no trust, and a decoder 5 units off
+        fc.model.anchor.trust.fill_(-50.0)
+        fc.model.decoder.bias.fill_(5.0)
+    m = validate(fc.model, val, train_cfg)
+    assert m["val_interp_error_ratio"] > 10 and m["val_extrap_error_ratio"] > 10, m
+    # Not computed unless asked (it costs a baseline per batch).
+    assert "val_error_ratio" not in validate(fc.model, val, TrainConfig(batch_size=10))
+    fc2, tr, va = _setup()
+    result = fit(fc2, tr, va, TrainConfig(batch_size=10, max_steps=3, progress=False,
+                                          val_metric="val_error_ratio", calibrate_noise=False))
+    assert result.best_metric == min(h["val_error_ratio"] for h in result.history)

@@ -72,7 +72,7 @@ def test_small_data_get_a_small_anchored_model_with_standard_normalisation() -> 
     assert (cfg.model.encoder.hidden, cfg.model.encoder.units, cfg.model.dynamics.units) == \
         (10, 16, 16)
     assert cfg.train.max_time_s == 60.0 and cfg.train.patience == 10
-    assert cfg.train.task == "both" and cfg.train.val_metric == "val_mse"
+    assert cfg.train.task == "both" and cfg.train.val_metric == "val_error_ratio"
     assert cfg.registry.model_name == "latent-ode-labs" == cfg.mlflow.experiment
 
 
@@ -152,7 +152,8 @@ def test_describe_states_every_derived_setting() -> None:
     for part in ("300 series, 3 channels (c0, c1, c2)", "longest span 48, median gap 6",
                  "encoder step 0.0625", "by series 0.7/0.15/0.15", "normalisation standard",
                  "latent 5, encoder hidden 10, units 16, baseline anchor on", "budget 90 s",
-                 "early stopping on val_mse (patience 10)", "experiment 'latent-ode-labs'"):
+                 "early stopping on val_error_ratio (patience 10)", "blend towards the baselines off",
+                 "experiment 'latent-ode-labs'"):
         assert part in text, part
 
 

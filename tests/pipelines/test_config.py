@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -178,13 +179,15 @@ def test_configs_with_flat_model_keys_load_as_the_nested_ones(name: str) -> None
     assert "encoder_hidden" in legacy_text and "[model.encoder]" not in legacy_text
     legacy = load_config(LEGACY / f"{name}.toml")
     shipped = load_config(CONFIGS / f"{name}.toml")
-    if name == "physionet":  # the shipped file has since turned the baseline anchor on and
-        # normalises robustly
+    if name == "physionet":  # the shipped file has since turned the baseline anchor on,
+        # normalises robustly and fits the blend towards the baselines after training
         assert shipped.model.decoder.anchor and not legacy.model.decoder.anchor
         assert (shipped.data.normalisation, legacy.data.normalisation) == ("robust", "minmax")
+        assert shipped.train.calibrate_blend and not legacy.train.calibrate_blend
         shipped = shipped.model_copy(update={
             "model": shipped.model.model_copy(update={"decoder": legacy.model.decoder}),
-            "data": shipped.data.model_copy(update={"normalisation": "minmax"})})
+            "data": shipped.data.model_copy(update={"normalisation": "minmax"}),
+            "train": dataclasses.replace(shipped.train, calibrate_blend=False)})
     assert legacy == shipped
     channels = ["a"] * (37 if name == "physionet" else 1)
     flat = tomllib.loads(legacy_text)["model"]

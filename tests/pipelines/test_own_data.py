@@ -53,8 +53,15 @@ def channel_mse(errors: list[list[float]]) -> float:
     return float(np.mean([np.mean(e) for e in errors if e]))
 
 
-def forecast_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray) -> tuple[float, float]:
-    """(model, LOCF) error on each stay's last visit, from the visits before it."""
+def per_channel(errors: list[list[float]]) -> str:
+    """Each channel's mean squared error, for the log."""
+    return " ".join(f"{c} {np.mean(e):.4f}" for c, e in zip(LABS, errors, strict=True) if e)
+
+
+def forecast_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray,
+                    log: list[str] | None = None) -> tuple[float, float]:
+    """(model, LOCF) error on each stay's last visit, from the visits before it (per channel
+    appended to ``log``)."""
     context = [Series(times=s.times[:-1], values=s.values[:-1], id=s.id) for s in stays]
     preds = fc.predict(context, [s.times[-1:] for s in stays], num_samples=16, seed=0)
     model: list[list[float]] = [[] for _ in LABS]
@@ -66,11 +73,13 @@ def forecast_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray) -> t
             if seen.any() and not np.isnan(y):
                 model[j].append(((p.mean[0, j] - y) / scale[j]) ** 2)
                 locf[j].append(((c.values[seen, j][-1] - y) / scale[j]) ** 2)
+    if log is not None:
+        log += [f"  forecast model: {per_channel(model)}", f"  forecast LOCF:  {per_channel(locf)}"]
     return channel_mse(model), channel_mse(locf)
 
 
-def interpolation_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray
-                         ) -> tuple[float, float]:
+def interpolation_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray,
+                         log: list[str] | None = None) -> tuple[float, float]:
     """(model, linear interpolation) error on a seeded random half of each stay's visits."""
     rng = np.random.default_rng(0)
     contexts, hidden = [], []
@@ -91,6 +100,8 @@ def interpolation_scores(fc: Forecaster, stays: list[Series], scale: np.ndarray
                 line = np.interp(t[target], c.times[seen], c.values[seen, j])
                 model[j].extend(((p.mean[target, j] - y[target, j]) / scale[j]) ** 2)
                 linear[j].extend(((line - y[target, j]) / scale[j]) ** 2)
+    if log is not None:
+        log += [f"  interp. model:  {per_channel(model)}", f"  interp. linear: {per_channel(linear)}"]
     return channel_mse(model), channel_mse(linear)
 
 
@@ -125,11 +136,19 @@ def test_data_file_beats_both_baselines_on_held_out_patients(
         experiment="latent-ode-own-labs")
     fc = load_forecaster_from_run(train[0].info.run_id)
 
+    assert params["train.val_metric"] == "val_error_ratio"
     scale = fc.normaliser.scale
-    f_model, f_locf = forecast_scores(fc, held_out, scale)
-    i_model, i_linear = interpolation_scores(fc, held_out, scale)
+    log: list[str] = []
+    f_model, f_locf = forecast_scores(fc, held_out, scale, log)
+    i_model, i_linear = interpolation_scores(fc, held_out, scale, log)
+    raw = []
+    if fc.blend is not None:  # the same model without its blend, side by side (for the log)
+        fc.blend = None
+        raw = [f"  without the blend: forecast {forecast_scores(fc, held_out, scale, log)[0]:.4f}, "
+               f"interpolation {interpolation_scores(fc, held_out, scale, log)[0]:.4f}"]
     with capsys.disabled():
         print(f"\nown data, {len(held_out)} held-out stays: forecast last visit {f_model:.4f} "  # noqa: T201
-              f"(LOCF {f_locf:.4f}); interpolation {i_model:.4f} (linear {i_linear:.4f})")
+              f"(LOCF {f_locf:.4f}); interpolation {i_model:.4f} (linear {i_linear:.4f})\n"
+              + "\n".join(raw + log))
     assert f_model < f_locf, f"forecast {f_model:.4f} does not beat LOCF {f_locf:.4f}"
     assert i_model < i_linear, f"interpolation {i_model:.4f} does not beat linear {i_linear:.4f}"
