@@ -283,6 +283,29 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     _say(_register_summary(result.register))
 
 
+def _cmd_spark_predict(args: argparse.Namespace) -> None:
+    from pipelines.predict import load_forecaster
+    from pipelines.spark import SparkPredictOptions, spark_predict, spark_session
+
+    options = SparkPredictOptions(
+        data=args.data, out=args.out, horizon=args.horizon, every=args.every,
+        quantiles=args.quantiles, num_samples=args.num_samples, seed=args.seed,
+        batch_series=args.batch_series)
+    from pyspark.sql import SparkSession
+
+    forecaster = load_forecaster(args.model)
+    existing = SparkSession.getActiveSession()  # e.g. a notebook's: used, not stopped
+    spark = spark_session(args.master)
+    try:
+        summary = spark_predict(spark, forecaster, options)
+    finally:
+        if existing is None:
+            spark.stop()
+    for sid, why in summary.failed.items():
+        sys.stderr.write(f"warning: series {sid!r} has no forecast: {_one_line(why)}\n")
+    _say(f"wrote {summary.rows} rows for {summary.series} series to {summary.out}")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from pipelines.predict import PredictOptions, predict_file
 
@@ -494,6 +517,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="series per model call (memory grows with it); default 256")
     _add_device(pr)
     pr.set_defaults(func=_cmd_predict)
+
+    sp = sub.add_parser(
+        "spark-predict", help="forecast a data set larger than one machine on Spark",
+        description="What `latent-ode predict` does, on Apache Spark: reads a CSV/Parquet file "
+                    "or folder in the frame format, answers whole series per task with the "
+                    "model loaded once per worker, and writes a Parquet folder in the output "
+                    "frame format (rows in the tasks' order). Needs pyspark and Java 17.")
+    sp.add_argument("--model", required=True, metavar="URI|DIR",
+                    help="as `latent-ode predict --model`; loaded once on the driver and "
+                         "broadcast to the executors")
+    sp.add_argument("--data", required=True, metavar="PATH",
+                    help="input .csv/.parquet file or folder (any path Spark reads)")
+    sp.add_argument("--out", required=True, metavar="FOLDER", help="output Parquet folder "
+                    "(replaced if it exists)")
+    sp.add_argument("--master", default="local[*]",
+                    help="Spark master URL; default local[*] (every core of this machine)")
+    sp.add_argument("--horizon", type=float, default=None, metavar="H",
+                    help="as `latent-ode predict --horizon`")
+    sp.add_argument("--every", type=float, default=None, metavar="DT",
+                    help="as `latent-ode predict --every`")
+    sp.add_argument("--quantiles", default="", metavar="LEVELS",
+                    help="comma-separated quantile levels, e.g. 0.05,0.5,0.95; default none")
+    sp.add_argument("--num-samples", type=int, default=32, metavar="N", help="default 32")
+    sp.add_argument("--seed", type=int, default=0, help="default 0")
+    sp.add_argument("--batch-series", type=int, default=256, metavar="N",
+                    help="about how many series a task answers in one model call; default 256")
+    sp.set_defaults(func=_cmd_spark_predict)
 
     srv = sub.add_parser("serve", help="run the REST service",
                          description="Serve models:/<name>@champion over HTTP.")

@@ -30,7 +30,7 @@ from formats.model_artifact import forecaster_path
 from latent_ode import Forecaster
 from latent_ode.errors import ConfigError, DataError, SolverError
 
-__all__ = ["PredictOptions", "PredictSummary", "load_forecaster", "predict_file",
+__all__ = ["ForecastOptions", "PredictOptions", "PredictSummary", "load_forecaster", "predict_file",
            "series_batches"]
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,38 @@ logger = logging.getLogger(__name__)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/, runs:/, s3://, ... (not C:\)
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """What ``latent-ode predict`` was asked.
+@dataclass(frozen=True, kw_only=True)
+class ForecastOptions:
+    """What to forecast for each series, as ``latent-ode predict`` and ``spark-predict`` take it.
+
+    Attributes:
+        horizon, every: add query times after each series' last observation, every ``every``
+            up to ``horizon`` (model time units); both or neither.
+        quantiles: levels to report, in this order.
+        num_samples, seed: latent samples and their seed.
+        batch_series: series per ``Forecaster.predict`` call.
+    """
+
+    horizon: float | None = None
+    every: float | None = None
+    quantiles: tuple[float, ...] = ()
+    num_samples: int = 32
+    seed: int = 0
+    batch_series: int = 256
+
+    def __post_init__(self) -> None:
+        if (self.horizon is None) != (self.every is None):
+            raise ConfigError("--horizon and --every go together; give both (e.g. --horizon 24 "
+                              "--every 1) or neither.")
+        for name in ("num_samples", "batch_series"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be at least 1; got {getattr(self, name)}.")
+        object.__setattr__(self, "quantiles", parse_quantiles(self.quantiles))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions(ForecastOptions):
+    """What ``latent-ode predict`` was asked (:class:`ForecastOptions`, plus the following).
 
     Attributes:
         model: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN/PATH`` (any MLflow
@@ -48,11 +77,6 @@ class PredictOptions:
             downloaded pyfunc model (``MLmodel``).
         data_file: the input frame, ``.csv`` or ``.parquet``.
         out: the output frame, ``.csv`` or ``.parquet``.
-        horizon, every: add query times after each series' last observation, every ``every``
-            up to ``horizon`` (model time units); both or neither.
-        quantiles: levels to report, in this order.
-        num_samples, seed: latent samples and their seed.
-        batch_series: series per ``Forecaster.predict`` call.
         chunk_rows: rows read from the input at a time.
         device: where the model runs.
     """
@@ -60,23 +84,13 @@ class PredictOptions:
     model: str
     data_file: Path
     out: Path
-    horizon: float | None = None
-    every: float | None = None
-    quantiles: tuple[float, ...] = ()
-    num_samples: int = 32
-    seed: int = 0
-    batch_series: int = 256
     chunk_rows: int = 100_000
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if (self.horizon is None) != (self.every is None):
-            raise ConfigError("--horizon and --every go together; give both (e.g. --horizon 24 "
-                              "--every 1) or neither.")
-        for name in ("num_samples", "batch_series", "chunk_rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be at least 1; got {getattr(self, name)}.")
-        object.__setattr__(self, "quantiles", parse_quantiles(self.quantiles))
+        super().__post_init__()
+        if self.chunk_rows < 1:
+            raise ConfigError(f"`chunk_rows` must be at least 1; got {self.chunk_rows}.")
 
 
 @dataclass
