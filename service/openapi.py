@@ -3,7 +3,8 @@
 - ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) load their JavaScript, CSS and icon from
   ``service/static/vendor/`` (copied from the npm registry's ``swagger-ui-dist`` and ``redoc``
   packages; ``vendor/README.md`` says which versions and how), never from a CDN, and ReDoc
-  without Google Fonts: both render on a machine without internet.
+  without Google Fonts: both render on a machine without internet. A Content-Security-Policy
+  keeps the browser from fetching anything else a bundle names.
 - ``/openapi.json`` carries examples built from the served model: request bodies with its own
   channels (one channel, and all of them labelled "multichannel" when it has several), a 200
   answer computed by the model itself for that request, and error bodies whose ``detail`` is the
@@ -50,12 +51,18 @@ VENDOR = "/static/vendor"
 
 docs_router = APIRouter(include_in_schema=False)
 
+#: The browser may load nothing from elsewhere, even what a bundle hard-codes (ReDoc's sidebar
+#: shows Redocly's logo from cdn.redoc.ly; blocked, it hides it). Both pages have an inline
+#: script and inline styles (FastAPI's templates), ReDoc a search worker from a blob: URL.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+            "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:")
+
 
 @docs_router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI on the service's own copy of its assets."""
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}/openapi.json",
         title="latent-ode API (Swagger UI)",
         swagger_js_url=f"{root}{VENDOR}/swagger-ui/swagger-ui-bundle.js",
@@ -64,19 +71,23 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         # No call to the public validator.swagger.io badge.
         swagger_ui_parameters={"validatorUrl": None},
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 @docs_router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     """ReDoc on the service's own copy of its bundle, without Google Fonts."""
     root = request.scope.get("root_path", "")
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{root}/openapi.json",
         title="latent-ode API (ReDoc)",
         redoc_js_url=f"{root}{VENDOR}/redoc/redoc.standalone.js",
         redoc_favicon_url=f"{root}{VENDOR}/swagger-ui/favicon-32x32.png",
         with_google_fonts=False,
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 # The admin errors' details, as service.routes.require_admin and the model store word them
