@@ -73,9 +73,11 @@ def forecast_example(page: Any, base: str) -> dict[str, Any]:
         ``regions`` labelled.
     """
     page.goto(f"{base}/ui")
-    page.wait_for_function("document.getElementById('model-line').textContent.startsWith('Model')")
+    # Selectors, not wait_for_function: the page's Content-Security-Policy forbids the eval()
+    # that playwright's polling of a function uses.
+    page.wait_for_selector("#model-line:text-matches('^Model ')")
     page.click("#load-example")
-    page.wait_for_function("document.getElementById('data').value.length > 0")
+    page.wait_for_selector("#example-note:has-text('synthetic series')")
     page.click("#submit")
     page.wait_for_selector("#plots[data-state=done]")
     return page.evaluate("""() => {

@@ -88,7 +88,7 @@ def test_page_shows_the_apis_error_detail(base: str) -> None:
         shown = page.text_content("#error")
         page.fill("#data", "series_id,time,hr\na,0,seventy\n")
         page.click("#submit")
-        page.wait_for_function("document.getElementById('error').textContent.includes('line 2')")
+        page.wait_for_selector("#error:has-text('line 2')")
         local = page.text_content("#error")
     assert shown.startswith("422 Unprocessable")
     assert "`times` must be strictly increasing; got 1.0 after 2.0" in shown
