@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,7 @@ from fastapi.testclient import TestClient
 from latent_ode import Normaliser
 from service.app import create_app
 from service.examples import OBSERVED_SHARE, example_csv, example_request, synthetic_series
+from service.ui import STATIC_DIR
 from tests.service.service_helpers import CHANNELS, MODEL_NAME, make_forecaster
 
 
@@ -104,3 +108,19 @@ def test_example_without_a_model_is_503_with_the_reason(make_settings: Any) -> N
 def test_ui_routes_stay_out_of_the_api_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not any(p.startswith(("/ui", "/static", "/docs", "/redoc")) for p in paths)
+
+
+def test_every_static_file_is_package_data() -> None:
+    """An installed wheel (and the Docker image, built with ``pip install .``) serves what a
+    checkout serves: every file under service/static matches pyproject's package-data."""
+    repo = STATIC_DIR.parents[1]
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["service"]
+    files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts]
+    assert len(files) >= 10
+    # fnmatch's * also crosses "/", setuptools' does not: compare segment counts too.
+    missing = [f for f in files if not any(
+        fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
+    assert missing == [], f"add these to [tool.setuptools.package-data] service: {missing}"
+    assert Path(STATIC_DIR / "ui" / "index.html").is_file()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,10 +80,13 @@ def test_page_forecasts_the_example_and_plots_points_and_bands(base: str, tmp_pa
     assert all(r[0] == "example-1" for r in rows[1:])
 
 
-def test_page_shows_the_apis_error_detail(base: str) -> None:
+def test_page_shows_the_apis_error_detail_for_an_uploaded_file(base: str) -> None:
     with browser_page(base) as (page, _):
         page.goto(f"{base}/ui")
-        page.fill("#data", "series_id,time,hr\na,0,70\na,2,71\na,1,72\n")
+        page.set_input_files("#file", files=[{  # an uploaded file, read into the text box
+            "name": "unsorted.csv", "mimeType": "text/csv",
+            "buffer": b"series_id,time,hr\na,0,70\na,2,71\na,1,72\n"}])
+        page.wait_for_selector("#status:has-text('Loaded unsorted.csv.')")
         page.click("#submit")
         page.wait_for_selector("#error:not([hidden])")
         shown = page.text_content("#error")
@@ -93,6 +97,23 @@ def test_page_shows_the_apis_error_detail(base: str) -> None:
     assert shown.startswith("422 Unprocessable")
     assert "`times` must be strictly increasing; got 1.0 after 2.0" in shown
     assert local == "line 2, column hr: expected a number or an empty cell; got 'seventy'."
+
+
+def test_page_takes_a_json_body_with_its_own_query_times(base: str) -> None:
+    body = {"series": [{"id": "bed-7", "times": [0, 1, 2], "values": [[70, 37], [71, None],
+                                                                      [72, 37.2]],
+                        "query_times": [0.5, 3, 4]}]}
+    with browser_page(base) as (page, _):
+        page.goto(f"{base}/ui")
+        page.fill("#data", json.dumps(body))
+        page.check("input[name=mode][value=data]")
+        page.click("#submit")
+        page.wait_for_selector("#plots[data-state=done]")
+        points = page.locator("svg.plot circle.obs").count()
+        plots = page.locator("svg.plot").count()
+        status = page.text_content("#status")
+    assert (points, plots) == (5, 2)  # 3 heart rates and 2 temperatures; one plot per channel
+    assert status.endswith("for 1 series.")
 
 
 def test_swagger_ui_and_redoc_render_offline(base: str, tmp_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires settings, the model store, the micro-batcher, metrics, error
+handlers and routes. The model is loaded once, in the lifespan, in a worker thread; if neither the
+registry nor the disk cache can provide one, the app still starts: ``/readyz`` and
+``/v1/predict`` answer 503 with the reason until an admin reload succeeds. After a start from the
+disk cache (or with no model because the registry failed), a background task retries the registry
+with backoff and swaps in what the configured URI resolves to once the registry answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from latent_ode import Forecast, Forecaster, SolverConfig
+from service.batching import MicroBatcher, RunJobs
+from service.config import Settings, get_settings
+from service.errors import BodySizeLimitMiddleware, install_error_handlers
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
+from service.model_store import ModelStore
+from service.openapi import docs_router, install_openapi
+from service.predictor import Job, run_jobs
+from service.routes import router
+from service.state import ServiceState
+from service.ui import install_ui
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def _solver_for(forecaster: Forecaster, settings: Settings) -> SolverConfig:
+    """The solver settings a forecaster is served with: its own method and tolerances (those it
+    was trained and evaluated at) unless the service's settings name others, and the service's
+    step budget per request."""
+    own = forecaster.model.config.solver
+    return dataclasses.replace(
+        own,
+        rtol=settings.solver_rtol if settings.solver_rtol is not None else own.rtol,
+        atol=settings.solver_atol if settings.solver_atol is not None else own.atol,
+        max_steps=settings.solver_max_steps,
+    )
+
+
+def _runner(state_metrics: ServiceMetrics, settings: Settings) -> RunJobs:
+    """The blocking batch function the batcher calls: one predict per group, with metrics."""
+
+    def run(jobs: Sequence[Job]) -> list[list[Forecast] | Exception]:
+        forecaster = jobs[0].model.forecaster
+        started = time.perf_counter()
+        results = run_jobs(forecaster, jobs, solver=_solver_for(forecaster, settings))
+        state_metrics.predict_seconds.observe(time.perf_counter() - started)
+        state_metrics.batch_requests.observe(len(jobs))
+        state_metrics.batch_series.observe(sum(len(job.series) for job in jobs))
+        nfe = [r[0].stats.nfe for r in results if isinstance(r, list) and r]
+        if nfe:
+            state_metrics.solver_nfe.observe(max(nfe))
+        failed = sum(len(getattr(r, "series", ())) for r in results if isinstance(r, Exception))
+        if failed:
+            state_metrics.solver_failures.inc(failed)
+        return results
+
+    return run
+
+
+async def retry_registry(state: ServiceState) -> None:
+    """Until the configured model comes from the registry, retry it with exponential backoff
+    (``LATENT_ODE_REGISTRY_RETRY_INITIAL_S`` doubling up to ``..._MAX_S``), then swap it in.
+
+    Meanwhile the cached model (``source: cache``) or the 503 keeps answering.
+    """
+    settings = state.settings
+    delay = settings.registry_retry_initial_s
+    while True:
+        current = state.store.current
+        if current is not None and current.source == "registry":
+            return  # an admin reload got there first
+        await asyncio.sleep(delay)
+        try:
+            async with state.reload_lock:
+                model, _ = await anyio.to_thread.run_sync(state.store.reload)
+        except Exception as exc:  # noqa: BLE001 - retried; the reason is logged and in /readyz
+            delay = min(2 * delay, settings.registry_retry_max_s)
+            logger.warning("the registry is still unusable (%s); next try in %.0f s", exc, delay)
+            continue
+        state.metrics.set_model(model.name, model.version, model.source)
+        logger.info(
+            "the registry is back: now serving %s version %s from the registry",
+            model.name, model.version,
+        )
+        return
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: defaults to :func:`service.config.get_settings` (the environment).
+    """
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(
+        _runner(metrics, settings),
+        enabled=settings.batching_enabled,
+        max_series=settings.batch_max_series,
+        max_wait_s=settings.batch_max_wait_ms / 1000.0,
+    )
+    state = ServiceState(
+        settings=settings,
+        store=ModelStore(settings),
+        batcher=batcher,
+        metrics=metrics,
+        limits=settings,  # the settings have the shape of Limits: no copy
+        reload_lock=asyncio.Lock(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        model = await anyio.to_thread.run_sync(state.store.load_at_startup)
+        if model is not None:
+            metrics.set_model(model.name, model.version, model.source)
+            logger.info(
+                "serving %s version %s from the %s on %s",
+                model.name, model.version, model.source, model.device,
+            )
+        await batcher.start()
+        retry = None
+        if model is None or model.source == "cache":
+            retry = asyncio.create_task(retry_registry(state), name="registry-retry")
+        try:
+            yield
+        finally:
+            if retry is not None:
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retry
+            await batcher.stop()
+
+    app = FastAPI(
+        title="latent-ode",
+        summary="Forecasts for irregularly sampled, gappy multivariate time series (Latent ODE).",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # service.openapi serves /docs and /redoc on self-hosted assets
+        redoc_url=None,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(docs_router)
+    install_ui(app)
+    install_openapi(app, state)
+    # Added innermost first: metrics → request context → API key → body deadline → body size.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    app.add_middleware(ApiKeyMiddleware, key=api_key)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
