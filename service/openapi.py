@@ -258,15 +258,28 @@ def _set_examples(operation: dict[str, Any], status: str, examples: dict[str, An
     response.setdefault("content", {}).setdefault(media_type, {})["examples"] = examples
 
 
+def _request_examples(operation: dict[str, Any], examples: dict[str, Any]) -> None:
+    body = operation.setdefault("requestBody", {"content": {}})
+    body.setdefault("content", {}).setdefault("application/json", {})["examples"] = examples
+
+
 def _document(base: dict[str, Any], state: ServiceState, model: LoadedModel | None) -> dict[str, Any]:
-    """``base`` (FastAPI's document) with the examples of ``model``."""
+    """``base`` (FastAPI's document) with the examples of ``model``.
+
+    Missing operations are skipped (their examples go nowhere) rather than failing
+    ``/openapi.json``; ``tests/service/test_openapi_docs.py`` notices an operation without them.
+    """
     doc = copy.deepcopy(base)
-    paths = doc["paths"]
+    paths: dict[str, Any] = doc.get("paths", {})
+
+    def operation(path: str, method: str) -> dict[str, Any]:
+        return paths.get(path, {}).get(method, {})
+
     ex = _Examples(state, model)
     not_ready = {"not-ready": _error(_not_ready_detail(state), "No model loaded yet")}
 
-    predict = paths["/v1/predict"]["post"]
-    predict["requestBody"]["content"]["application/json"]["examples"] = ex.requests
+    predict = operation("/v1/predict", "post")
+    _request_examples(predict, ex.requests)
     if ex.answer is not None:
         _set_examples(predict, "200", {"forecast": {
             "summary": "The served model's answer to the first request example",
@@ -277,16 +290,16 @@ def _document(base: dict[str, Any], state: ServiceState, model: LoadedModel | No
                                                        "Body over LATENT_ODE_MAX_BODY_BYTES")})
     _set_examples(predict, "503", not_ready)
 
-    get_model = paths["/v1/model"]["get"]
+    get_model = operation("/v1/model", "get")
     if model is not None:
         _set_examples(get_model, "200", {"served": {
             "summary": "The model being served", "value": model_response(model).model_dump(
                 mode="json")}})
     _set_examples(get_model, "503", not_ready)
 
-    _set_examples(paths["/livez"]["get"], "200", {"alive": {
+    _set_examples(operation("/livez", "get"), "200", {"alive": {
         "summary": "The process is up", "value": {"status": "alive"}}})
-    readyz = paths["/readyz"]["get"]
+    readyz = operation("/readyz", "get")
     if model is not None:
         _set_examples(readyz, "200", {"ready": {"summary": "A model is loaded", "value": {
             "status": "ready", "model": model.name, "version": model.version,
@@ -294,18 +307,20 @@ def _document(base: dict[str, Any], state: ServiceState, model: LoadedModel | No
     _set_examples(readyz, "503", not_ready)
 
     text = generate_latest(state.metrics.registry).decode()
-    _set_examples(paths["/metrics"]["get"], "200", {"exposition": {
-        "summary": "The start of the service's metrics",
-        "value": "\n".join(text.splitlines()[:12]) + "\n"}}, media_type="text/plain")
+    metrics = operation("/metrics", "get")
+    for media_type in metrics.get("responses", {}).get("200", {}).get("content", {}):
+        _set_examples(metrics, "200", {"exposition": {
+            "summary": "The start of the service's metrics",
+            "value": "\n".join(text.splitlines()[:12]) + "\n"}}, media_type=media_type)
 
-    reload = paths["/v1/admin/reload"]["post"]
+    reload = operation("/v1/admin/reload", "post")
     version = model.version if model is not None else "1"
     name = model.name if model is not None else "latent-ode"
-    reload["requestBody"]["content"]["application/json"]["examples"] = {
+    _request_examples(reload, {
         "alias": {"summary": "Reload the configured alias (e.g. champion): send no body or {}",
                   "value": {}},
         "version": {"summary": "Load version 3", "value": {"version": "3"}},
-    }
+    })
     _set_examples(reload, "200", {"swapped": {"summary": "The new version is served", "value": {
         "name": name, "version": str(int(version) + 1) if version.isdigit() else version,
         "previous_version": version, "source": "registry"}}})
