@@ -116,6 +116,30 @@ def test_page_takes_a_json_body_with_its_own_query_times(base: str) -> None:
     assert status.endswith("for 1 series.")
 
 
+def test_page_forecasts_iso_times_over_a_horizon(base: str) -> None:
+    data = ("series_id,time,hr\nward-3,2024-05-01T00:00:00Z,70\nward-3,2024-05-01T01:00:00Z,71\n"
+            "ward-3,2024-05-01T02:30:00Z,72\n")
+    with browser_page(base) as (page, _):
+        page.goto(f"{base}/ui")
+        page.wait_for_selector("#model-line:text-matches('^Model ')")  # the time unit is known
+        page.fill("#data", data)
+        page.fill("#horizon", "2")
+        page.fill("#every", "0.5")
+        page.click("#submit")
+        page.wait_for_selector("#plots[data-state=done]")
+        points = page.locator("svg.plot circle.obs").count()
+        ticks = page.locator("svg.plot .axis text").all_text_contents()
+        with page.expect_download() as download:
+            page.click("#download")
+        rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert points == 3  # the hr plot's three; temp was not observed
+    assert any(t.startswith("2024-05-01 0") for t in ticks)
+    times = [r[1] for r in rows[1:]]
+    # Every half hour from the first observation to 2 hours after the last, as ISO strings.
+    assert times[0] == "2024-05-01T00:00:00.000Z" and times[-1] == "2024-05-01T04:30:00.000Z"
+    assert len(times) == 10 and rows[-1][2] == "extrapolation"
+
+
 def test_swagger_ui_and_redoc_render_offline(base: str, tmp_path: Path) -> None:
     with browser_page(base) as (page, visit):
         operations = open_swagger(page, base)
