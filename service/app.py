@@ -29,9 +29,11 @@ from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
 from service.model_store import ModelStore
+from service.openapi import docs_router, install_openapi
 from service.predictor import Job, run_jobs
 from service.routes import router
 from service.state import ServiceState
+from service.ui import install_ui
 
 __all__ = ["create_app"]
 
@@ -154,10 +156,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Forecasts for irregularly sampled, gappy multivariate time series (Latent ODE).",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # service.openapi serves /docs and /redoc on self-hosted assets
+        redoc_url=None,
     )
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(docs_router)
+    install_ui(app)
+    install_openapi(app, state)
     # Added innermost first: content negotiation, body size, body deadline, API key, request
     # context, metrics (outermost).
     app.add_middleware(PredictContentMiddleware)  # inside the size limit: it reads the body

@@ -216,7 +216,10 @@ async def get_model(state: State) -> ModelResponse:
     return _model_response(state.store.require())
 
 
-@router.get("/livez", response_model=LivenessResponse, tags=["health"])
+@router.get(
+    "/livez", response_model=LivenessResponse, summary="Liveness: the process is up.",
+    tags=["health"],
+)
 async def livez() -> LivenessResponse:
     """The process is up (says nothing about the model)."""
     return LivenessResponse(status="alive")
@@ -226,6 +229,7 @@ async def livez() -> LivenessResponse:
     "/readyz",
     response_model=ReadinessResponse,
     responses={503: _err("No model is loaded; `detail` says why.")},
+    summary="Readiness: a model is loaded (and where it came from).",
     tags=["health"],
 )
 async def readyz(state: State) -> ReadinessResponse:
@@ -240,6 +244,7 @@ async def readyz(state: State) -> ReadinessResponse:
     "/metrics",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    summary="Prometheus metrics of the service.",
     tags=["health"],
 )
 async def metrics(state: State) -> Response:
