@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from formats.validation_errors import format_validation_errors
 from latent_ode import LatentODEError, Series
+from service.content import accepted_kind, body_kind
 from service.errors import BodySizeLimitMiddleware, ServiceError
 from service.examples import example_request, synthetic_series
 from service.model_store import LoadedModel, ModelStore
@@ -289,6 +290,13 @@ def _document(base: dict[str, Any], state: ServiceState, model: LoadedModel | No
     _set_examples(predict, "413", {"too-large": _error(_too_large_detail(state),
                                                        "Body over LATENT_ODE_MAX_BODY_BYTES")})
     _set_examples(predict, "503", not_ready)
+    for status, check, value, summary in (
+            ("415", body_kind, "application/xml", "A body type the endpoint does not read"),
+            ("406", accepted_kind, "application/xml", "An Accept the endpoint cannot answer")):
+        try:
+            check(value)
+        except ServiceError as exc:  # the detail the service answers with
+            _set_examples(predict, status, {"unsupported": _error(str(exc), summary)})
 
     get_model = operation("/v1/model", "get")
     if model is not None:
