@@ -50,6 +50,7 @@ from service.errors import (
     error_response,
     status_for,
 )
+from service.predictor import Limits
 
 __all__ = ["CSV", "FRAME_ANSWER_CONTENT", "JSON", "PARQUET", "PREDICT_PATH",
            "PredictContentMiddleware",
@@ -159,7 +160,7 @@ def _rows(values: np.ndarray) -> list[list[float | None]]:
     return [[None if math.isnan(v) else v for v in row] for row in values.tolist()]
 
 
-def _check_parquet_rows(data: bytes, limits: Any) -> None:
+def _check_parquet_rows(data: bytes, limits: Limits) -> None:
     """Refuse a Parquet body with more rows than any valid request holds, from its footer and
     before decoding it (a few kB of compressed Parquet can hold millions of rows)."""
     try:
@@ -177,7 +178,7 @@ def _check_parquet_rows(data: bytes, limits: Any) -> None:
 
 
 def frame_request(data: bytes, kind: str, forecaster: Forecaster,
-                  options: dict[str, Any], limits: Any) -> bytes:
+                  options: dict[str, Any], limits: Limits) -> bytes:
     """A CSV or Parquet body as the JSON ``POST /v1/predict`` request it equals.
 
     Raises:
