@@ -3,8 +3,10 @@
 Writes a frame-format CSV of N series (the periodic demo's kind: 50 irregular observations and
 10 query rows each, one channel) and forecasts it with an untrained forecaster of the default
 architecture (or ``--model``), running ``latent-ode predict`` as a subprocess per setting and
-reading its wall time and peak resident memory (``os.wait4``). Streaming is working when the peak
-memory stays flat as the file grows at a fixed ``--batch-series``.
+reading its wall time, CPU time (user + system: the figure to compare on a shared machine; it
+includes the process start, ~6 s of imports) and peak resident memory (``os.wait4``).
+Streaming is working when the peak memory stays flat as the file grows at a fixed
+``--batch-series``.
 
     python bench/predict_file.py                       # ~2 minutes on 2 cores
     python bench/predict_file.py --series 500 --sizes 2000 --out /tmp/predict.json
@@ -67,7 +69,8 @@ def run_predict(model: str, data: Path, out: Path, batch: int) -> dict[str, floa
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed with {status}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"seconds": round(seconds, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def main() -> None:
@@ -94,7 +97,8 @@ def main() -> None:
             path, lines = files[n]
             figures = run_predict(model, path, work / "out.csv", batch)
             row = {"series": n, "input_rows": lines, "batch_series": batch, **figures,
-                   "series_per_s": round(n / figures["seconds"], 1)}
+                   "series_per_s": round(n / figures["seconds"], 1),
+                   "series_per_cpu_s": round(n / figures["cpu_s"], 1)}
             rows.append(row)
             print(row)
     write_results(args.out, {

@@ -254,13 +254,13 @@ def reading(label: str, kind: str, raw: Callable[[], bytes]) -> Iterator[None]:
         raise DataError(_not_utf8(label, raw(), exc)) from None
     except pd.errors.EmptyDataError:
         raise DataError(
-            f"{label}, line 1: no header line (only blank lines); a long-format table starts "
-            f"with a header line such as '{SERIES_ID},{TIME},HR'."
+            f"{label}, line 1: no header line (the file holds only blank lines); a long-format "
+            f"file starts with a header line such as '{SERIES_ID},{TIME},HR'."
         ) from None
     except (ValueError, OSError, pa.ArrowException) as exc:  # parse errors are ValueErrors
         raise DataError(
             f"cannot read {label!r} as {kind} ({type(exc).__name__}: {_first_line(exc)}); "
-            f"check that it is {kind} in the long format of docs/pipelines.md."
+            f"check that it is a {kind} file in the long format of docs/pipelines.md."
         ) from None
 
 

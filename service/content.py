@@ -5,7 +5,8 @@ The route speaks JSON only; :class:`PredictContentMiddleware` sits between it an
 - **Request**: a ``text/csv`` or ``application/vnd.apache.parquet`` (or ``application/x-parquet``)
   body in the frame format (:mod:`formats.frames`; docs/service.md "Frame format") is parsed in a
   worker thread, checked against the served model's channels (errors name the body's line or
-  row and column), and handed to the route as the JSON request it equals; ``quantiles``
+  row and column), and handed to the route as the JSON request it equals (a Parquet body with
+  more rows than any valid request holds is a 413 before it is decoded); ``quantiles``
   (comma-separated or repeated), ``num_samples``, ``seed``, ``horizon`` and ``every`` come from
   the query string. The body-size limit applies to the bytes sent (the middleware is inside
   :class:`service.errors.BodySizeLimitMiddleware`), the work budget and every request limit to
@@ -25,6 +26,8 @@ from typing import Any
 
 import anyio
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +42,7 @@ from formats.longformat import Locator, read_table_bytes
 from latent_ode import Forecaster
 from latent_ode.errors import LatentODEError
 from service.errors import (
+    BodyTooLargeError,
     InputError,
     NotAcceptableError,
     ServiceError,
@@ -46,6 +50,7 @@ from service.errors import (
     error_response,
     status_for,
 )
+from service.predictor import Limits
 
 __all__ = ["CSV", "FRAME_ANSWER_CONTENT", "JSON", "PARQUET", "PREDICT_PATH",
            "PredictContentMiddleware",
@@ -155,14 +160,35 @@ def _rows(values: np.ndarray) -> list[list[float | None]]:
     return [[None if math.isnan(v) else v for v in row] for row in values.tolist()]
 
 
+def _check_parquet_rows(data: bytes, limits: Limits) -> None:
+    """Refuse a Parquet body with more rows than any valid request holds, from its footer and
+    before decoding it (a few kB of compressed Parquet can hold millions of rows)."""
+    try:
+        rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    except (pa.ArrowException, OSError, ValueError):
+        return  # not Parquet: read_table_bytes says so, with the reader's reason
+    most = limits.max_series_per_request * (limits.max_points_per_series
+                                            + limits.max_query_times_per_series)
+    if rows > most:
+        raise BodyTooLargeError(
+            f"the Parquet body holds {rows} rows; a request holds at most {most} "
+            "(LATENT_ODE_MAX_SERIES_PER_REQUEST x (LATENT_ODE_MAX_POINTS_PER_SERIES + "
+            "LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES)); send fewer series or points per request."
+        )
+
+
 def frame_request(data: bytes, kind: str, forecaster: Forecaster,
-                  options: dict[str, Any]) -> bytes:
+                  options: dict[str, Any], limits: Limits) -> bytes:
     """A CSV or Parquet body as the JSON ``POST /v1/predict`` request it equals.
 
     Raises:
+        BodyTooLargeError: a Parquet body with more rows than ``limits`` (the settings) allow
+            any request.
         DataError / ConfigError: a bad body (line or row, and column, named) or horizon.
         InputError: a series with nothing to answer.
     """
+    if kind == "parquet":
+        _check_parquet_rows(data, limits)
     frame = read_table_bytes(data, kind, _LABEL)
     if kind == "csv":  # lines with nothing at all on them are not rows
         frame = frame.loc[~frame.isna().all(axis=1)]
@@ -241,9 +267,10 @@ class PredictContentMiddleware:
             more = message.get("more_body", False)
         options = _query_options(QueryParams(scope.get("query_string", b"")))
         # The model's channels and time unit check the body; no model: the route answers 503.
-        model = scope["app"].state.service.store.require()
+        state = scope["app"].state.service
+        model = state.store.require()
         body = await anyio.to_thread.run_sync(
-            frame_request, b"".join(chunks), kind, model.forecaster, options)
+            frame_request, b"".join(chunks), kind, model.forecaster, options, state.settings)
         sent = False
 
         async def replay() -> Message:

@@ -244,3 +244,21 @@ def test_other_routes_keep_their_json_content_type_error(client) -> None:
     assert got.json() == {"detail": "the request body must be JSON sent with the header "
                                     "Content-Type: application/json; got Content-Type "
                                     "'text/plain'."}
+
+
+def test_a_parquet_body_with_more_rows_than_any_request_gets_413(make_settings) -> None:
+    from service.app import create_app
+
+    # 20,000 identical rows: a few kB compressed, more rows than 2 x (5 + 5) allow.
+    big = pd.DataFrame({"series_id": ["a"] * 20_000, "time": np.zeros(20_000),
+                        "hr": np.full(20_000, 70.0)})
+    settings = make_settings(max_series_per_request=2, max_points_per_series=5,
+                             max_query_times_per_series=5)
+    with TestClient(create_app(settings)) as app:
+        got = post(app, parquet_bytes(big), PARQUET)
+    assert got.status_code == 413
+    assert got.json() == {"detail": "the Parquet body holds 20000 rows; a request holds at most "
+                                    "20 (LATENT_ODE_MAX_SERIES_PER_REQUEST x "
+                                    "(LATENT_ODE_MAX_POINTS_PER_SERIES + "
+                                    "LATENT_ODE_MAX_QUERY_TIMES_PER_SERIES)); send fewer series "
+                                    "or points per request."}
