@@ -85,10 +85,13 @@ class ServiceMetrics:
 
     def set_model(self, name: str, version: str, source: str) -> None:
         """Point ``latent_ode_model_info`` at the model now served."""
-        if self._model_labels is not None and multiprocess_dir():
-            # Its file keeps the last value written: 0 says "no longer served" to /metrics.
-            self.model_info.labels(**self._model_labels).set(0)
-        self.model_info.clear()
+        if multiprocess_dir():
+            # No clear() there: the files keep the last value written, and 0 says "no longer
+            # served" (left out of /metrics by exposition()).
+            if self._model_labels is not None:
+                self.model_info.labels(**self._model_labels).set(0)
+        else:
+            self.model_info.clear()
         self._model_labels = {"name": name, "version": version, "source": source}
         self.model_info.labels(**self._model_labels).set(1)
 
