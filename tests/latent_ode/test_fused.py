@@ -82,3 +82,18 @@ def test_forecast_through_fused_fields_equals_the_module_path(
     err = max(np.abs(a.mean - b.mean).max() for a, b in zip(fast, slow, strict=True))
     assert err < 1e-3
 
+
+
+@pytest.mark.gpu
+def test_fused_path_on_cuda_equals_the_module_path(cuda_device: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused fields are device-agnostic (addmm and sigmoid): on a GPU too the forecast
+    equals the module path's (skipped without CUDA; no GPU was lent when this was written)."""
+    fc = _demo_forecaster().to(cuda_device)
+    series = periodic(8, n_times=40, shared_grid=False, seed=4)
+    queries = [np.array([0.5, 3.0, 6.5])] * len(series)
+    fast = fc.predict(series, queries, num_samples=8)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    slow = fc.predict(series, queries, num_samples=8)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a.mean, b.mean, rtol=0, atol=1e-3)
