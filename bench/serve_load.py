@@ -511,6 +511,8 @@ def main() -> None:
                       "growth": (last - first) / first, "samples": samples,
                       "requests": sum(r["requests"] for r in soak),
                       "errors": sum(r["errors"] for r in soak),
+                      "error_kinds": {k: sum(r["error_kinds"].get(k, 0) for r in soak)
+                                      for k in {k for r in soak for k in r["error_kinds"]}},
                       "series_per_s": sum(r["requests"] for r in soak)
                       / sum(r["seconds"] for r in soak)}
             print(f"memory over {args.memory_minutes:g} min at 64 clients ({name}): "
