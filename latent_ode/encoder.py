@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -9,6 +11,7 @@ from torch.nn import functional as F
 from latent_ode.cells import CELLS
 from latent_ode.config import EncoderConfig
 from latent_ode.data import Observations
+from latent_ode.fused import inference_field
 from latent_ode.initialisation import reference_init
 from latent_ode.solver import euler_schedule, fixed_step_evolve
 
@@ -48,13 +51,14 @@ class ODERNNEncoder(nn.Module):
         reference_init(self.ode)
         reference_init(self.to_z0)
 
-    def _evolve(self, h: Tensor, n: Tensor, step: Tensor, most: int) -> Tensor:
+    def _evolve(self, ode: Callable[[Tensor], Tensor], h: Tensor, n: Tensor, step: Tensor,
+                most: int) -> Tensor:
         if self.state_dim == self.hidden_dim:
-            return fixed_step_evolve(self.ode, h, n, step, most)
+            return fixed_step_evolve(ode, h, n, step, most)
         # Only the first H coordinates follow the ODE; a cell's extra state (the std part of
         # mlp_gru's [mean, std]) is carried unchanged between observations.
         mean, rest = h[:, :self.hidden_dim], h[:, self.hidden_dim:]
-        return torch.cat([fixed_step_evolve(self.ode, mean, n, step, most), rest], dim=-1)
+        return torch.cat([fixed_step_evolve(ode, mean, n, step, most), rest], dim=-1)
 
     def forward(self, obs: Observations, t0: Tensor) -> tuple[Tensor, Tensor]:
         """Encode.
@@ -76,13 +80,15 @@ class ODERNNEncoder(nn.Module):
         gaps = torch.cat([obs.times.diff(dim=1), (obs.first_time - t0)[:, None]], dim=1)
         n, step, most = euler_schedule(gaps, self.max_step)  # (B, T), (B, T), T ints
         counts = observed.sum(dim=0).tolist()  # series observed at each position
+        # Without gradients (prediction), the ODE MLP with its tanh as a sigmoid (fused.py).
+        ode = inference_field(self.ode) or self.ode
         for j in range(t - 1, -1, -1):
             if j < t - 1:
-                h = self._evolve(h, n[:, j], step[:, j], most[j])
+                h = self._evolve(ode, h, n[:, j], step[:, j], most[j])
             if counts[j] == 0:
                 continue
             updated = self.gru(inputs[:, j], h)
             h = updated if counts[j] == b else torch.where(observed[:, j, None], updated, h)
-        h = self._evolve(h, n[:, -1], step[:, -1], most[-1])
+        h = self._evolve(ode, h, n[:, -1], step[:, -1], most[-1])
         mean, raw_std = self.to_z0(h).chunk(2, dim=1)
         return mean, F.softplus(raw_std) + 1e-4

@@ -35,6 +35,7 @@ from torchdiffeq import odeint_adjoint
 
 from latent_ode.config import SolverConfig
 from latent_ode.errors import ShapeError, SolverError
+from latent_ode.fused import inference_field
 
 __all__ = ["ODESolution", "SolverFailure", "SolverStats", "euler_schedule", "failure_error",
            "failure_message", "failure_reason", "fixed_step_evolve", "series_failures", "solve"]
@@ -103,10 +104,14 @@ class ODESolution:
             raise failure_error(idx, failure_reason(self.status))
 
 
+Field = nn.Module | Callable[[Tensor], Tensor]
+"""A vector field: a module, or a plain function such as a fused one (latent_ode.fused)."""
+
+
 class _Autonomous(nn.Module):
     """Adapts an autonomous vector field ``f(y)`` to the solver packages' ``f(t, y)``."""
 
-    def __init__(self, field: nn.Module) -> None:
+    def __init__(self, field: Field) -> None:
         super().__init__()
         self.field = field
 
@@ -169,7 +174,7 @@ def _check_times(y0: Tensor, t_eval: Tensor) -> None:
         raise ShapeError("`t_eval` must be non-negative and non-decreasing along each row.")
 
 
-def _torchode_solve(field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig):
+def _torchode_solve(field: Field, y0: Tensor, t_eval: Tensor, config: SolverConfig):
     term = to.ODETerm(_Autonomous(field))
     method = to.Dopri5(term=term) if config.method == "dopri5" else to.Tsit5(term=term)
     # PID control: 5-10x more accurate than the integral controller at the same NFE (notes).
@@ -219,7 +224,9 @@ def solve(
     if adjoint:
         return _solve_adjoint(field, y0, t_eval, config)
     stats = {"nfe": 0, "steps": 0}
-    ys, status = _solve_isolating(field, y0, t_eval, config, stats)
+    # Without gradients (prediction), the same field with its tanh layers as sigmoids: about 2x
+    # cheaper on a CPU, equal up to float32 rounding (latent_ode.fused).
+    ys, status = _solve_isolating(inference_field(field) or field, y0, t_eval, config, stats)
     return ODESolution(
         ys=ys, status=status,
         stats=SolverStats(method=config.method, rtol=config.rtol, atol=config.atol,
@@ -228,7 +235,7 @@ def solve(
 
 
 def _solve_isolating(
-    field: nn.Module, y0: Tensor, t_eval: Tensor, config: SolverConfig, stats: dict[str, int]
+    field: Field, y0: Tensor, t_eval: Tensor, config: SolverConfig, stats: dict[str, int]
 ) -> tuple[Tensor, Tensor]:
     """torchode solve; re-solve the healthy series whenever a failure stopped the batch.
 

@@ -34,6 +34,7 @@ from service.predictor import Job, run_jobs
 from service.routes import router
 from service.state import ServiceState
 from service.ui import install_ui
+from service.workers import ReloadBroadcast
 
 __all__ = ["create_app"]
 
@@ -124,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits=settings,  # the settings have the shape of Limits: no copy
         reload_lock=asyncio.Lock(),
     )
+    if settings.workers > 1 and settings.worker_dir is not None:
+        state.peers = ReloadBroadcast(settings.worker_dir, settings.workers,
+                                      settings.worker_sync_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,17 +143,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 model.name, model.version, model.source, model.device,
             )
         await batcher.start()
-        retry = None
+        tasks = []
         if model is None or model.source == "cache":
-            retry = asyncio.create_task(retry_registry(state), name="registry-retry")
+            tasks.append(asyncio.create_task(retry_registry(state), name="registry-retry"))
+        if state.peers is not None:
+            tasks.append(asyncio.create_task(state.peers.follow(state), name="reload-follow"))
         try:
             yield
         finally:
-            if retry is not None:
-                retry.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await retry
+                    await task
             await batcher.stop()
+            metrics.mark_process_dead()
 
     app = FastAPI(
         title="latent-ode",

@@ -121,6 +121,20 @@ class Settings(BaseSettings):
         "thread per process was fastest on 2 cores: the event loop needs the other.",
     )
 
+    workers: int = Field(
+        1, ge=1, description="Worker processes on the one port (`latent-ode serve`), each with "
+        "its own model, batcher and inference thread: one per core. Admin reloads reach every "
+        "worker; /metrics adds them up."
+    )
+    worker_dir: Path | None = Field(
+        None, description="Set by the server for its workers (reload announcements); not for "
+        "users."
+    )
+    worker_sync_timeout_s: float = Field(
+        120.0, gt=0, description="How long an admin reload waits for the other workers to load "
+        "the same version before it answers."
+    )
+
     # Administration.
     admin_key: SecretStr | None = Field(
         None, description="API key for /v1/admin/*; unset disables those endpoints."

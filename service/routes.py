@@ -13,11 +13,11 @@ import anyio
 from fastapi import APIRouter, Body, Depends, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from formats.params import flatten
 from service.content import FRAME_ANSWER_CONTENT
 from service.errors import AdminDisabledError, AuthError
+from service.metrics import CONTENT_TYPE_LATEST
 from service.model_store import LoadedModel
 from service.predictor import (
     Job,
@@ -249,7 +249,7 @@ async def readyz(state: State) -> ReadinessResponse:
 )
 async def metrics(state: State) -> Response:
     """Prometheus metrics in the text exposition format."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def require_admin(
@@ -298,6 +298,8 @@ async def reload(
             raise
     state.metrics.reloads.labels(outcome="ok").inc()
     state.metrics.set_model(model.name, model.version, model.source)
+    if state.peers is not None:  # several workers: each loads it before this answers
+        await state.peers.announce(model.version)
     return ReloadResponse(
         name=model.name,
         version=model.version,

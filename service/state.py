@@ -18,6 +18,7 @@ from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.model_store import ModelStore
 from service.predictor import Limits
+from service.workers import ReloadBroadcast
 
 __all__ = ["ServiceState", "State", "get_state"]
 
@@ -32,6 +33,7 @@ class ServiceState:
     metrics: ServiceMetrics
     limits: Limits
     reload_lock: asyncio.Lock
+    peers: ReloadBroadcast | None = None  # the other worker processes, when there are some
 
 
 async def get_state(request: Request) -> ServiceState:
