@@ -27,7 +27,7 @@ from service.config import Settings, get_settings
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
-from service.model_store import ModelStore
+from service.model_store import ModelStore, RegistryHealth
 from service.predictor import Job, run_jobs
 from service.routes import router
 from service.state import ServiceState
@@ -113,13 +113,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_series=settings.batch_max_series,
         max_wait_s=settings.batch_max_wait_ms / 1000.0,
     )
+    store = ModelStore(settings)
     state = ServiceState(
         settings=settings,
-        store=ModelStore(settings),
+        store=store,
         batcher=batcher,
         metrics=metrics,
         limits=settings,  # the settings have the shape of Limits: no copy
         reload_lock=asyncio.Lock(),
+        registry=RegistryHealth(store, settings.registry_check_interval_s),
     )
 
     @asynccontextmanager

@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.metrics import ServiceMetrics
-from service.model_store import ModelStore
+from service.model_store import ModelStore, RegistryHealth
 from service.predictor import Limits
 
 __all__ = ["ServiceState", "State", "get_state"]
@@ -32,6 +32,7 @@ class ServiceState:
     metrics: ServiceMetrics
     limits: Limits
     reload_lock: asyncio.Lock
+    registry: RegistryHealth
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -55,7 +55,8 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
     with TestClient(create_app(make_settings())) as client:  # fills the cache
         expected = client.post("/v1/predict", json={"series": [OK]}).json()
     registry_down(True)
-    settings = make_settings(registry_retry_initial_s=0.05, registry_retry_max_s=0.1)
+    settings = make_settings(registry_retry_initial_s=0.05, registry_retry_max_s=0.1,
+                             registry_check_interval_s=0)
     with caplog.at_level(logging.WARNING, logger="service.model_store"):
         with TestClient(create_app(settings)) as client:
             ready = client.get("/readyz")
@@ -72,8 +73,13 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
                 back = client.get("/readyz").json()
             info = client.get("/metrics").text
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
-                            "source": "cache"}
+    assert ready.json() == {
+        "status": "ready", "model": MODEL_NAME, "version": "1", "source": "cache",
+        "registry": "unreachable",
+        "detail": f"the registry is unreachable (the MLflow tracking server {registry.tracking_uri} "
+        f"is unreachable (refused)); serving the loaded model {MODEL_NAME} version 1 (from the "
+        "cache) until it is back",
+    }
     assert model["source"] == "cache"
     assert answer["series"] == expected["series"]
     assert any("from the disk cache" in r.getMessage() for r in caplog.records)
@@ -82,7 +88,8 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
         f"the MLflow tracking server {registry.tracking_uri} is unreachable"
     )
     assert still["source"] == "cache"  # the cached model keeps serving while the registry is down
-    assert back == {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry"}
+    assert back == {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry",
+                    "registry": "reachable"}
     assert f'latent_ode_model_info{{name="{MODEL_NAME}",source="registry",version="1"}} 1.0' in info
 
 
@@ -135,8 +142,9 @@ def test_a_pinned_version_is_served_from_the_cache_and_an_incomplete_one_is_not(
     marker.unlink()  # as an interrupted download leaves it
     with TestClient(create_app(pinned)) as client:
         incomplete = client.get("/readyz")
-    assert cached.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
-                             "source": "cache"}
+    assert {k: v for k, v in cached.json().items() if k != "detail"} == {
+        "status": "ready", "model": MODEL_NAME, "version": "1", "source": "cache",
+        "registry": "unreachable"}
     assert incomplete.status_code == 503
     assert (f"version 1 of {MODEL_NAME!r} from " in incomplete.json()["detail"]
             and "is not in the cache or its download is incomplete" in incomplete.json()["detail"])
