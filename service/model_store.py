@@ -305,6 +305,12 @@ class ModelStore:
 
         tracking_uri = self._tracking_uri()
         self._probe(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            # A server up with its database down passes /health but answers 503 to every
+            # registry call, which MLflow's client would retry for minutes: fail fast instead.
+            why = self._ask_http_registry(tracking_uri, redact(tracking_uri))
+            if why is not None:
+                raise RegistryUnavailableError(why)
         registry_uri = self._settings.tracking_uri
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         name = self._ref.name

@@ -346,7 +346,9 @@ def test_mlflow_server_command_is_accepted_by_mlflow(services: dict[str, dict[st
     assert params["serve_artifacts"] is True, "--serve-artifacts: clients must not need S3 keys"
     assert params["host"] == "0.0.0.0", "bind all interfaces, or other containers cannot connect"
     backend = urlsplit(params["backend_store_uri"])
-    assert backend.scheme.startswith("postgresql"), f"backend store: {backend.scheme}"
+    # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, and the image
+    # installs psycopg2 (test_mlflow_image_pins_the_projects_mlflow).
+    assert backend.scheme == "postgresql+psycopg2", f"backend store: {backend.scheme}"
     assert backend.hostname == "postgres", f"backend store host {backend.hostname!r}"
     destination = params["artifacts_destination"] or ""
     assert destination.startswith("s3://"), f"--artifacts-destination {destination!r}"
@@ -550,10 +552,12 @@ def test_mlflow_image_pins_the_projects_mlflow() -> None:
         if "==" in line and not line.lstrip().startswith("#")
     )
     text = MLFLOW_DOCKERFILE.read_text()
-    got = re.findall(r"mlflow==([\w.]+)", text)
-    assert got == [pins["mlflow"]], f"docker/mlflow pins mlflow {got}, constraints {pins['mlflow']}"
-    for package in ("psycopg2-binary", "boto3"):
-        assert package in text, f"the tracking server needs {package} (PostgreSQL / S3)"
+    for package in ("mlflow", "psycopg2-binary"):
+        got = re.findall(rf'"{package}==([\w.]+)"', text)
+        assert got == [pins[package]], (
+            f"docker/mlflow pins {package} {got}, constraints {pins[package]}"
+        )
+    assert "boto3" in text, "the tracking server needs boto3 (S3)"
 
 
 def test_project_image_serves_as_non_root_with_a_readiness_check(
