@@ -40,8 +40,9 @@ MLFLOW_DOCKERFILE = REPO / "docker" / "mlflow" / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-EXPECTED_SERVICES = {"postgres", "minio", "minio-init", "mlflow", "api", "trainer"}
-LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow", "api")
+EXPECTED_SERVICES = {"postgres", "minio", "minio-init", "mlflow", "api", "balancer", "trainer"}
+LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow", "api", "balancer")
+NGINX_CONF = REPO / "docker" / "nginx" / "api.conf"
 # Container-side directory of the project image (the Dockerfile's WORKDIR): relative paths in
 # its commands resolve against the repository root copied there.
 IMAGE_WORKDIR = "/app"
@@ -286,6 +287,7 @@ def test_every_service_of_the_topology_exists(services: dict[str, dict[str, Any]
         ("minio", "ready"),
         ("mlflow", "/health"),
         ("api", "/readyz"),
+        ("balancer", "/readyz"),
     ],
 )
 def test_long_running_services_have_health_checks(
@@ -393,8 +395,71 @@ def test_api_serves_the_champion_and_restarts(services: dict[str, dict[str, Any]
     env = env_of(api)
     assert env.get("LATENT_ODE_MODEL_URI") == "models:/latent-ode@champion"
     assert api.get("restart") == "unless-stopped"
-    targets = [str(p).rsplit(":", 1)[-1] for p in api.get("ports", [])]
-    assert "8000" in targets, f"api must publish container port 8000; ports: {api.get('ports')}"
+    # Replicas cannot share a host port: only the balancer publishes one.
+    assert not api.get("ports"), f"api replicas publish no port; the balancer does: {api['ports']}"
+
+
+def nginx_directives(text: str) -> list[tuple[str, list[str], list[str]]]:
+    """``(directive, arguments, enclosing blocks)`` of an nginx config (comments dropped)."""
+    tokens = re.findall(r"[{};]|[^\s{};]+", re.sub(r"#[^\n]*", "", text))
+    found: list[tuple[str, list[str], list[str]]] = []
+    stack: list[str] = []
+    words: list[str] = []
+    for token in tokens:
+        if token == "{":
+            stack.append(" ".join(words))
+            words = []
+        elif token == "}":
+            assert not words and stack, f"unbalanced block near {words}"
+            stack.pop()
+        elif token == ";":
+            found.append((words[0], words[1:], list(stack)))
+            words = []
+        else:
+            words.append(token)
+    assert not stack and not words, "the nginx config ends inside a block or a directive"
+    return found
+
+
+def test_nginx_directive_reader_sees_blocks() -> None:
+    got = nginx_directives("upstream api { server a:1; # x;\n}\nserver { listen 80; }")
+    assert got == [("server", ["a:1"], ["upstream api"]), ("listen", ["80"], ["server"])]
+    with pytest.raises(AssertionError, match="ends inside"):
+        nginx_directives("server { listen 80;")
+
+
+def test_api_replicas_sit_behind_the_balancer(services: dict[str, dict[str, Any]]) -> None:
+    from service.config import Settings
+
+    replicas = int(services["api"].get("deploy", {}).get("replicas", 1))
+    assert replicas >= 2, f"the api runs {replicas} replica(s); the stack wants several"
+    balancer = services["balancer"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in balancer.get("volumes", [])}
+    assert mounts.get("/etc/nginx/conf.d/default.conf") == "./docker/nginx/api.conf", mounts
+    directives = nginx_directives(NGINX_CONF.read_text())
+    upstreams = [args[0] for name, args, blocks in directives
+                 if name == "server" and blocks and blocks[-1].startswith("upstream ")]
+    serve = latent_ode_commands(services)["Dockerfile CMD"]
+    assert upstreams == [f"api:{option_value(serve, '--port')}"], (
+        f"the balancer's upstream {upstreams} is not the api service's port"
+    )
+    (upstream_block,) = {blocks[-1] for name, args, blocks in directives if name == "server"
+                         and blocks and blocks[-1].startswith("upstream ")}
+    proxied = [args[0] for name, args, _ in directives if name == "proxy_pass"]
+    assert proxied == [f"http://{upstream_block.split()[1]}"], proxied
+    listens = [args[0] for name, args, _ in directives if name == "listen"]
+    published = [str(p).rsplit(":", 1)[-1] for p in balancer.get("ports", [])]
+    assert published == listens, f"the balancer publishes {published}; nginx listens on {listens}"
+    assert healthcheck_text(balancer).endswith(f":{listens[0]}/readyz"), healthcheck_text(balancer)
+    # The service's own 413 (with a detail) must be the one a client sees, not nginx's.
+    (size,) = [args[0] for name, args, _ in directives if name == "client_max_body_size"]
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    limit = int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+    default_body = Settings.model_fields["max_body_bytes"].default
+    assert limit > default_body, f"nginx cuts bodies at {size}, below the service's {default_body}"
+    assert ("proxy_http_version", ["1.1"]) in [(n, a) for n, a, _ in directives], (
+        "keep-alive to the replicas needs HTTP/1.1"
+    )
 
 
 def _settings_class(client: str) -> type:
@@ -606,6 +671,10 @@ def _repo_paths(services: dict[str, dict[str, Any]]) -> set[str]:
     """Repository paths the compose file relies on: build contexts, Dockerfiles, config files."""
     paths: set[str] = set()
     for service in services.values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):  # a bind mount of a repository file
+                paths.add(source[2:])
         build = service.get("build")
         if isinstance(build, str):
             paths.add(build)
@@ -622,7 +691,7 @@ def _repo_paths(services: dict[str, dict[str, Any]]) -> set[str]:
 
 def test_paths_the_compose_file_uses_exist(services: dict[str, dict[str, Any]]) -> None:
     paths = _repo_paths(services)
-    assert "pipelines/configs/periodic.toml" in paths, sorted(paths)
+    assert {"pipelines/configs/periodic.toml", "docker/nginx/api.conf"} <= paths, sorted(paths)
     missing = sorted(p for p in paths if not (REPO / p).exists())
     assert not missing, f"docker-compose.yml refers to {missing}, which are not in the repository"
 
