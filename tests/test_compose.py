@@ -35,6 +35,7 @@ from packaging.specifiers import SpecifierSet
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 GPU_FILE = REPO / "docker-compose.gpu.yml"
+MULTINODE_FILE = REPO / "docker-compose.multinode.yml"
 DOCKERFILE = REPO / "Dockerfile"
 MLFLOW_DOCKERFILE = REPO / "docker" / "mlflow" / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -521,6 +522,26 @@ def test_gpu_override_reserves_an_nvidia_gpu(
         )
 
 
+def test_multinode_override_gives_the_trainer_the_hosts_network_and_a_shared_folder(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    override = interpolated(MULTINODE_FILE)["services"]
+    assert set(override) == {"trainer"}, f"the multinode override changes {sorted(override)}"
+    trainer = override["trainer"]
+    assert trainer.get("network_mode") == "host", "the ranks must reach each other's ports"
+    # On the host network the tracking server is compose's published loopback port.
+    uri = urlsplit(env_of(trainer)["MLFLOW_TRACKING_URI"])
+    published = [str(p) for p in services["mlflow"]["ports"]]
+    assert [f"{uri.hostname}:{uri.port}:5000"] == published, (uri, published)
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    allowed = option_value(argv_of(services["mlflow"]["command"]), "--allowed-hosts").split(",")
+    assert is_allowed_host_header(allowed, uri.netloc), f"{allowed} rejects {uri.netloc}"
+    targets = [str(v).split(":")[1] for v in trainer.get("volumes", [])]
+    assert targets == ["/shared"], targets
+    assert {"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"} <= env_of(trainer).keys()
+
+
 def test_named_volumes_persist_the_database_and_the_bucket(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
@@ -557,7 +578,7 @@ def _environments(*files: Path) -> Iterator[tuple[str, str, str]]:
 
 def test_credentials_are_references_to_env(services: dict[str, dict[str, Any]]) -> None:
     checked = 0
-    for where, key, value in _environments(COMPOSE_FILE, GPU_FILE):
+    for where, key, value in _environments(COMPOSE_FILE, GPU_FILE, MULTINODE_FILE):
         if CREDENTIAL_KEY.search(key):
             checked += 1
             assert WHOLE_REFERENCE.match(value), f"{where} {key}: literal value, use ${{VAR}}"
@@ -582,7 +603,8 @@ def test_credentials_are_references_to_env(services: dict[str, dict[str, Any]]) 
 def test_env_example_lists_every_variable_with_placeholders() -> None:
     example = env_example()
     referenced = {
-        m.group(1) for path in (COMPOSE_FILE, GPU_FILE) for m in INTERPOLATION.finditer(path.read_text())
+        m.group(1) for path in (COMPOSE_FILE, GPU_FILE, MULTINODE_FILE)
+        for m in INTERPOLATION.finditer(path.read_text())
     }
     assert referenced, "no ${...} references found; the pattern is broken"
     missing = referenced - example.keys()
@@ -748,8 +770,9 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "files",
-    [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]],
-    ids=["base", "gpu"],
+    [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"],
+     ["docker-compose.yml", "docker-compose.multinode.yml"]],
+    ids=["base", "gpu", "multinode"],
 )
 def test_docker_compose_config_accepts_the_files(docker_compose: list[str], files: list[str]) -> None:
     args = [a for f in files for a in ("-f", str(REPO / f))]
