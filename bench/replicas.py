@@ -12,9 +12,12 @@ default) serving one model; nginx runs docker/nginx/api.conf with local upstream
 (bench/_balancer.py, one nginx worker). The load driver and request bodies are bench/serve_load.py's
 (``drive``, ``make_bodies``: one series of 50 observations, 50 query times, 32 samples per
 request). Configurations are measured in turn, ``--rounds`` times, so a change in the machine's
-background load hits all of them alike; the figures are the medians over rounds. The JSON
-(bench/results/replicas-<time>.json) holds every run, the medians, the ratio to ``direct-1`` and a
-projection, stated as such, of how the balancer-2 figure grows with more cores.
+background load hits all of them alike; the figures are the medians over rounds. Beside the
+wall-clock series/s, each run records the CPU seconds the service processes and nginx spent
+(``/proc/<pid>/stat``), which other jobs on a shared machine disturb far less: CPU milliseconds
+per series, of the services and of the balancer. The JSON (bench/results/replicas-<time>.json)
+holds every run, the medians, the ratio to ``direct-1`` and a projection, stated as such, of how
+the balancer-2 figure grows with more cores.
 
     PYTHONPATH=$PWD python bench/replicas.py                  # ~3 minutes
     PYTHONPATH=$PWD python bench/replicas.py --seconds 5 --rounds 1 --out /tmp/replicas.json
@@ -45,6 +48,24 @@ from _results import write_results
 from serve_load import drive, make_bodies, register_model
 
 CONFIGS = ("direct-1", "balancer-1", "balancer-2")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` and their children's threads so far (Linux /proc);
+    nginx's workers are children of its master, so they are included through it."""
+    total = 0.0
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return total
 
 
 def free_port() -> int:
@@ -77,20 +98,23 @@ def start_replica(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[byte
     raise TimeoutError(f"a replica was not ready in 180 s; see {log}")
 
 
-def projection(direct: float, two: float, cores: list[int]) -> dict[str, Any]:
+def projection(direct: float, two: float, cpu_ms_per_series: float,
+               cores: list[int]) -> dict[str, Any]:
     """How balancer-2's series/s may grow with cores: a projection, not a measurement.
 
-    ``linear``: N replicas on N cores each do what one of the two did here (two / 2 per core),
-    which assumes the load generator runs elsewhere, nginx stays far from its own limit and
-    memory bandwidth does not bind. ``marginal``: every added replica adds what the second one
-    added here (two - direct), the pessimistic reading, since here the second replica competed
-    with the load generator and nginx for the same two cores.
+    ``cpu_bound``: N cores all busy with replicas and nginx, at the CPU cost per series measured
+    here (services + balancer): N * 1000 / cpu_ms_per_series. It assumes the load generator runs
+    elsewhere, one replica per core, and neither memory bandwidth nor nginx's one worker binding
+    (nginx's share is in the cost). ``linear``: N replicas each doing what one of the two did
+    here (two / 2 per core), lower because here the load generator shared the cores.
+    ``marginal``: every added replica adds what the second one added here (two - direct), the
+    pessimistic reading.
     """
     return {
         "note": "projection, not measured: see the docstring of bench/replicas.py:projection",
-        "per_core_linear": two / 2,
-        "per_added_replica_marginal": two - direct,
-        "by_cores": [{"cores": n, "linear": n * two / 2, "marginal": direct + (n - 1) * (two - direct)}
+        "cpu_ms_per_series": cpu_ms_per_series,
+        "by_cores": [{"cores": n, "cpu_bound": n * 1000 / cpu_ms_per_series,
+                      "linear": n * two / 2, "marginal": direct + (n - 1) * (two - direct)}
                      for n in cores],
     }
 
@@ -124,25 +148,42 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     load = {"start": os.getloadavg()}
     with ExitStack() as stack:
-        addresses = []
+        addresses, pids = [], []
         for i in range(3):
             proc, address = start_replica(env, workdir / f"replica-{i}.log")
             stack.callback(stop, proc)
             addresses.append(address)
+            pids.append(proc.pid)
         bases = {"direct-1": f"http://{addresses[0]}"}
+        service_pids = {"direct-1": pids[:1], "balancer-1": pids[:1], "balancer-2": pids[1:]}
+        nginx_pids: dict[str, list[int]] = {"direct-1": []}
         for name, upstreams in (("balancer-1", addresses[:1]), ("balancer-2", addresses[1:])):
             port = free_port()
             conf = write_nginx_conf(upstreams, port, workdir / name)
-            stack.callback(stop, start_nginx(conf, port))
+            nginx = start_nginx(conf, port)
+            stack.callback(stop, nginx)
             bases[name] = f"http://127.0.0.1:{port}"
+            nginx_pids[name] = [nginx.pid]
         for round_ in range(args.rounds):
             for name in CONFIGS:
+                before = cpu_seconds(service_pids[name]), cpu_seconds(nginx_pids[name])
                 result = asyncio.run(drive(bases[name], bodies, args.clients, args.seconds,
                                            args.max_requests))
-                result.update(config=name, round=round_, series_per_s=result["rps"])
+                # Includes the driver's warm-up requests (one per client) in the CPU figures.
+                served = result["requests"] + args.clients
+                service_cpu = cpu_seconds(service_pids[name]) - before[0]
+                nginx_cpu = cpu_seconds(nginx_pids[name]) - before[1]
+                result.update(
+                    config=name, round=round_, series_per_s=result["rps"],
+                    service_cpu_s=service_cpu, balancer_cpu_s=nginx_cpu,
+                    service_cpu_ms_per_series=1000 * service_cpu / served,
+                    balancer_cpu_ms_per_series=1000 * nginx_cpu / served,
+                )
                 runs.append(result)
                 print(f"round {round_} {name:<10} {args.clients} clients: "
                       f"{result['series_per_s']:7.1f} series/s  p50 {result['p50_ms']:7.1f} ms  "
+                      f"CPU ms/series: service {result['service_cpu_ms_per_series']:.2f} "
+                      f"balancer {result['balancer_cpu_ms_per_series']:.2f}  "
                       f"errors {result['errors']}", flush=True)
     load["end"] = os.getloadavg()
 
@@ -154,21 +195,31 @@ def main() -> None:
             "p50_ms": statistics.median(r["p50_ms"] for r in mine),
             "p95_ms": statistics.median(r["p95_ms"] for r in mine),
             "errors": sum(r["errors"] for r in mine),
+            "service_cpu_ms_per_series": statistics.median(
+                r["service_cpu_ms_per_series"] for r in mine),
+            "balancer_cpu_ms_per_series": statistics.median(
+                r["balancer_cpu_ms_per_series"] for r in mine),
         }
     direct = medians["direct-1"]["series_per_s"]
     for name in CONFIGS:
         medians[name]["ratio_to_direct_1"] = medians[name]["series_per_s"] / direct
     print()
-    print(f"| configuration | series/s at {args.clients} clients | ratio | p50 ms | p95 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| configuration | series/s at {args.clients} clients | ratio | p50 ms | p95 ms | "
+          "service CPU ms/series | balancer CPU ms/series | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in CONFIGS:
         m = medians[name]
         print(f"| {name} | {m['series_per_s']:.1f} | {m['ratio_to_direct_1']:.2f}x | "
-              f"{m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['errors']} |")
-    projected = projection(direct, medians["balancer-2"]["series_per_s"], [2, 4, 8, 16])
-    print("\nprojection (not measured):")
+              f"{m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['service_cpu_ms_per_series']:.2f} | "
+              f"{m['balancer_cpu_ms_per_series']:.2f} | {m['errors']} |")
+    two = medians["balancer-2"]
+    projected = projection(direct, two["series_per_s"],
+                           two["service_cpu_ms_per_series"] + two["balancer_cpu_ms_per_series"],
+                           [2, 4, 8, 16])
+    print("\nprojection (not measured): series/s on N cores, marginal / linear / CPU-bound")
     for row in projected["by_cores"]:
-        print(f"  {row['cores']:>2} cores: {row['marginal']:7.0f} - {row['linear']:7.0f} series/s")
+        print(f"  {row['cores']:>2} cores: {row['marginal']:7.0f} / {row['linear']:7.0f} / "
+              f"{row['cpu_bound']:7.0f}")
     out = args.out or Path("bench/results") / f"replicas-{time.strftime('%Y%m%dT%H%M%S')}.json"
     nginx_version = subprocess.run([nginx_binary() or "nginx", "-v"], capture_output=True,
                                    text=True, check=False).stderr.strip()

@@ -273,13 +273,14 @@ class ModelStore:
             with urllib.request.urlopen(request, timeout=self._settings.registry_timeout_s):
                 return None
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:  # the registry answered: it has no such model
-                return None
             try:
                 body = json.loads(exc.read() or b"{}")
                 why = f"{body.get('error_code', '')}: {body.get('message', '')}".strip(": ")
             except (ValueError, OSError, AttributeError):
                 why = str(exc.reason)
+            # The registry answered that it has no such model (404) or alias (400 "not found").
+            if exc.code == 404 or (exc.code == 400 and "not found" in why.lower()):
+                return None
             return redact(f"the MLflow registry {shown} answered {exc.code} ({why[:300]})")
         except (urllib.error.URLError, OSError) as exc:
             return redact(f"the MLflow tracking server {shown} is unreachable ({exc})")
@@ -296,7 +297,8 @@ class ModelStore:
             else:
                 client.get_model_version(ref.name, str(ref.version))
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            # A missing alias is INVALID_PARAMETER_VALUE "... not found" (as _load_from_registry)
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(exc).lower():
                 raise
 
     def _load_from_registry(self, version: str | None) -> LoadedModel:

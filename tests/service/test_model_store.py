@@ -286,3 +286,40 @@ def test_two_stores_never_share_a_cached_version(make_settings: Any, tmp_path: A
     assert first["model"]["version"] == second["model"]["version"] == "1"
     assert source == "registry"
     assert first["series"][0]["mean"] != second["series"][0]["mean"]
+
+
+def test_readyz_asks_the_registry_at_most_once_per_interval(
+    make_settings: Any, registry: Any,
+) -> None:
+    """/readyz reports whether the registry answers now; an answer that the alias is gone is an
+    answer (reachable); the question is asked again only after the interval."""
+    from mlflow.tracking import MlflowClient
+
+    mlflow_client = MlflowClient(registry.tracking_uri)
+    mlflow_client.set_registered_model_alias(MODEL_NAME, "readyz-test", "1")
+    asked: list[float] = []
+    try:
+        settings = make_settings(model_uri=f"models:/{MODEL_NAME}@readyz-test",
+                                 registry_check_interval_s=3600)
+        with TestClient(create_app(settings)) as client:
+            real = client.app.state.service.store.check_registry
+
+            def counted() -> str | None:
+                asked.append(time.monotonic())
+                return real()
+
+            client.app.state.service.store.check_registry = counted
+            first = client.get("/readyz").json()
+            mlflow_client.delete_registered_model_alias(MODEL_NAME, "readyz-test")
+            cached = client.get("/readyz").json()
+            client.app.state.service.registry._interval_s = 0  # ask at every call from now on
+            gone = client.get("/readyz").json()
+    finally:
+        try:
+            mlflow_client.delete_registered_model_alias(MODEL_NAME, "readyz-test")
+        except Exception:  # noqa: BLE001 - already deleted by the test
+            pass
+    expected = {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry",
+                "registry": "reachable"}
+    assert first == cached == gone == expected
+    assert len(asked) == 2  # the first call and the one after the interval was lifted
