@@ -6,7 +6,10 @@ the wiring between them (tracking URI, MLflow's Host-header allow-list, start-up
 secrets (only ever ``${...}`` references to ``.env``, all listed in ``.env.example``), and that
 the commands the containers run exist, both ``latent-ode ...`` (walked through the real argparse
 parser) and ``mlflow server ...`` (parsed by MLflow's own click command). The same topology runs
-natively, with real processes, in the end-to-end test.
+natively, with real processes, in the end-to-end test, tests/test_stack_postgres.py and
+tests/test_replicas.py. Nothing here interprets a file by hand: YAML by PyYAML, ``.env`` and
+compose's ``${...}`` by python-dotenv, the Dockerfiles by Docker's own (BuildKit) parser through
+the ``dockerfile`` package, the balancer's nginx file by NGINX's ``crossplane``.
 """
 
 from __future__ import annotations
@@ -135,22 +138,16 @@ def healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, rest = line.partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-    assert not pending, f"{path} ends inside a continued line"
-    return instructions
+    """``(INSTRUCTION, arguments)`` pairs as Docker's own parser (BuildKit's, through the
+    ``dockerfile`` package) reads the file; an exec-form (JSON) argument list comes back as JSON,
+    the shell form as its text."""
+    import dockerfile
+
+    return [
+        (command.cmd.upper(),
+         json.dumps(list(command.value)) if command.json else " ".join(command.value))
+        for command in dockerfile.parse_file(str(path))
+    ]
 
 
 def exec_form(arguments: str) -> list[str]:
@@ -400,33 +397,36 @@ def test_api_serves_the_champion_and_restarts(services: dict[str, dict[str, Any]
     assert not api.get("ports"), f"api replicas publish no port; the balancer does: {api['ports']}"
 
 
-def nginx_directives(text: str) -> list[tuple[str, list[str], list[str]]]:
-    """``(directive, arguments, enclosing blocks)`` of an nginx config (comments dropped)."""
-    tokens = re.findall(r"[{};]|[^\s{};]+", re.sub(r"#[^\n]*", "", text))
+def nginx_directives(path: Path) -> list[tuple[str, list[str], list[str]]]:
+    """``(directive, arguments, enclosing blocks)`` of an nginx config file, as crossplane
+    (NGINX's own Python parser) reads it; a file of ``conf.d`` holds http-level blocks only, so
+    contexts are not checked here (``nginx -t`` checks the whole config in tests/test_replicas.py).
+    """
+    import crossplane
+
+    payload = crossplane.parse(str(path), check_ctx=False, single=True, comments=False)
+    errors = [e["error"] for e in payload["errors"]]
+    assert payload["status"] == "ok", f"{path}: {errors}"
     found: list[tuple[str, list[str], list[str]]] = []
-    stack: list[str] = []
-    words: list[str] = []
-    for token in tokens:
-        if token == "{":
-            stack.append(" ".join(words))
-            words = []
-        elif token == "}":
-            assert not words and stack, f"unbalanced block near {words}"
-            stack.pop()
-        elif token == ";":
-            found.append((words[0], words[1:], list(stack)))
-            words = []
-        else:
-            words.append(token)
-    assert not stack and not words, "the nginx config ends inside a block or a directive"
+
+    def walk(directives: list[dict[str, Any]], blocks: list[str]) -> None:
+        for d in directives:
+            found.append((d["directive"], d["args"], blocks))
+            if "block" in d:
+                walk(d["block"], [*blocks, " ".join([d["directive"], *d["args"]])])
+
+    walk(payload["config"][0]["parsed"], [])
     return found
 
 
-def test_nginx_directive_reader_sees_blocks() -> None:
-    got = nginx_directives("upstream api { server a:1; # x;\n}\nserver { listen 80; }")
-    assert got == [("server", ["a:1"], ["upstream api"]), ("listen", ["80"], ["server"])]
-    with pytest.raises(AssertionError, match="ends inside"):
-        nginx_directives("server { listen 80;")
+def test_nginx_directive_reader_sees_blocks(tmp_path: Path) -> None:
+    conf = tmp_path / "api.conf"
+    conf.write_text("upstream api { server a:1; # x;\n}\nserver { listen 80; }")
+    assert [d for d in nginx_directives(conf) if d[0] in ("server", "listen")] == [
+        ("server", ["a:1"], ["upstream api"]), ("server", [], []), ("listen", ["80"], ["server"])]
+    conf.write_text("server { listen 80;")
+    with pytest.raises(AssertionError, match="unexpected end of file"):
+        nginx_directives(conf)
 
 
 def test_api_replicas_sit_behind_the_balancer(services: dict[str, dict[str, Any]]) -> None:
@@ -437,7 +437,7 @@ def test_api_replicas_sit_behind_the_balancer(services: dict[str, dict[str, Any]
     balancer = services["balancer"]
     mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in balancer.get("volumes", [])}
     assert mounts.get("/etc/nginx/conf.d/default.conf") == "./docker/nginx/api.conf", mounts
-    directives = nginx_directives(NGINX_CONF.read_text())
+    directives = nginx_directives(NGINX_CONF)
     upstreams = [args[0] for name, args, blocks in directives
                  if name == "server" and blocks and blocks[-1].startswith("upstream ")]
     serve = latent_ode_commands(services)["Dockerfile CMD"]
