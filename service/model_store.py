@@ -70,6 +70,9 @@ logger = logging.getLogger(__name__)
 
 _URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _COMPLETE_MARKER = ".complete"
+#: Longest wait of /readyz's registry question: under the 4-5 s health-check timeouts of
+#: compose and orchestrators, so a hanging registry never makes a serving replica "unhealthy".
+_CHECK_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -248,9 +251,10 @@ class ModelStore:
         tracking_uri = self._tracking_uri()
         shown = redact(tracking_uri)
         try:
-            self._probe(tracking_uri)
             if tracking_uri.startswith(("http://", "https://")):
-                return self._ask_http_registry(tracking_uri, shown)
+                timeout = min(self._settings.registry_timeout_s, _CHECK_TIMEOUT_S)
+                return self._ask_http_registry(tracking_uri, shown, timeout=timeout)
+            self._probe(tracking_uri)
             self._ask_registry_client(tracking_uri)
         except RegistryUnavailableError as exc:
             return redact(str(exc))
@@ -265,12 +269,14 @@ class ModelStore:
             return "/api/2.0/mlflow/registered-models/alias", {"name": ref.name, "alias": ref.alias}
         return "/api/2.0/mlflow/model-versions/get", {"name": ref.name, "version": str(ref.version)}
 
-    def _ask_http_registry(self, tracking_uri: str, shown: str) -> str | None:
+    def _ask_http_registry(
+        self, tracking_uri: str, shown: str, *, timeout: float | None = None
+    ) -> str | None:
         """One REST call, no retries (MLflow's client retries a 503 for minutes)."""
         path, query = self._registry_question()
         request = probe_request(tracking_uri, f"{path}?{urllib.parse.urlencode(query)}")
         try:
-            with urllib.request.urlopen(request, timeout=self._settings.registry_timeout_s):
+            with urllib.request.urlopen(request, timeout=timeout or self._settings.registry_timeout_s):
                 return None
         except urllib.error.HTTPError as exc:
             try:
