@@ -319,8 +319,9 @@ def test_serves_behind_a_tracking_server_with_credentials(
             info = httpx.get(f"{base}/v1/model")
             answer = httpx.post(f"{base}/v1/predict", json={"series": [OK]})
     assert refused.status_code == 401  # the proxy does check
+    # "reachable": /readyz's registry question passed the proxy's Basic auth too.
     assert ready.json() == {"status": "ready", "model": model, "version": version,
-                            "source": "registry"}
+                            "source": "registry", "registry": "reachable"}
     assert answer.status_code == 200
     assert "s3cret" not in info.text
     assert "s3cret" not in log.read_text()
