@@ -28,7 +28,7 @@ from service.content import PredictContentMiddleware
 from service.errors import BodySizeLimitMiddleware, install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
-from service.model_store import ModelStore
+from service.model_store import ModelStore, RegistryHealth
 from service.openapi import docs_router, install_openapi
 from service.predictor import Job, run_jobs
 from service.routes import router
@@ -117,13 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_series=settings.batch_max_series,
         max_wait_s=settings.batch_max_wait_ms / 1000.0,
     )
+    store = ModelStore(settings)
     state = ServiceState(
         settings=settings,
-        store=ModelStore(settings),
+        store=store,
         batcher=batcher,
         metrics=metrics,
         limits=settings,  # the settings have the shape of Limits: no copy
         reload_lock=asyncio.Lock(),
+        registry=RegistryHealth(store, settings.registry_check_interval_s),
     )
     if settings.workers > 1 and settings.worker_dir is not None:
         state.peers = ReloadBroadcast(settings.worker_dir, settings.workers,

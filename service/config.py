@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     registry_retry_max_s: float = Field(
         300.0, gt=0, description="Longest wait between two retries of the registry."
     )
+    registry_check_interval_s: float = Field(
+        5.0, ge=0, description="/readyz asks the registry at most this often whether it still "
+        "answers (it reports `registry: unreachable` while the loaded model keeps serving)."
+    )
     body_timeout_s: float = Field(
         30.0, gt=0, description="A request's body must have arrived this long after the request "
         "began; else 408 (a body trickled byte by byte holds a connection and a task)."

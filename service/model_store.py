@@ -20,6 +20,11 @@ downloaded again. When the registry cannot be reached at start-up, the store loa
 configured store and model URI resolved to before (same store, name, alias or version), marks the
 model's source as ``"cache"``, and the app retries the registry with backoff until it answers. A
 registry that answers that it has no such model is believed: nothing is served from the cache then.
+
+While a model is served, :class:`RegistryHealth` asks the registry (at most once per
+``LATENT_ODE_REGISTRY_CHECK_INTERVAL_S``) what the configured URI names, so that ``/readyz`` can say
+when the registry has become unusable (a tracking server down, or up with its database down)
+while the loaded model keeps answering.
 Every message that may name the tracking URI goes through :func:`service.redaction.redact`.
 """
 
@@ -35,10 +40,13 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+import anyio
 
 from formats.model_artifact import forecaster_path
 from latent_ode import Forecaster
@@ -54,12 +62,17 @@ from service.redaction import redact, split_credentials
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["LoadedModel", "ModelRef", "ModelStore", "parse_model_uri", "probe_request"]
+__all__ = [
+    "LoadedModel", "ModelRef", "ModelStore", "RegistryHealth", "parse_model_uri", "probe_request",
+]
 
 logger = logging.getLogger(__name__)
 
 _URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _COMPLETE_MARKER = ".complete"
+#: Longest wait of /readyz's registry question: under the 4-5 s health-check timeouts of
+#: compose and orchestrators, so a hanging registry never makes a serving replica "unhealthy".
+_CHECK_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -226,12 +239,86 @@ class ModelStore:
                 f"the MLflow tracking server {shown} answered {status} at /health"
             )
 
+    def check_registry(self) -> str | None:
+        """Ask the registry what the configured model URI names now (never raises).
+
+        Returns:
+            None when the registry answers, also when its answer is that it has no such model
+            (it is reachable; a reload would say what is wrong); else why it cannot be used: the
+            tracking server is unreachable, or it answers with an error (e.g. 503 when its
+            database is down, which its ``/health`` does not show).
+        """
+        tracking_uri = self._tracking_uri()
+        shown = redact(tracking_uri)
+        try:
+            if tracking_uri.startswith(("http://", "https://")):
+                timeout = min(self._settings.registry_timeout_s, _CHECK_TIMEOUT_S)
+                return self._ask_http_registry(tracking_uri, shown, timeout=timeout)
+            self._probe(tracking_uri)
+            self._ask_registry_client(tracking_uri)
+        except RegistryUnavailableError as exc:
+            return redact(str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return redact(f"the MLflow registry {shown} failed: {exc}")
+        return None
+
+    def _registry_question(self) -> tuple[str, dict[str, str]]:
+        """The REST path and query that resolve the configured model URI."""
+        ref = self._ref
+        if ref.alias is not None:
+            return "/api/2.0/mlflow/registered-models/alias", {"name": ref.name, "alias": ref.alias}
+        return "/api/2.0/mlflow/model-versions/get", {"name": ref.name, "version": str(ref.version)}
+
+    def _ask_http_registry(
+        self, tracking_uri: str, shown: str, *, timeout: float | None = None
+    ) -> str | None:
+        """One REST call, no retries (MLflow's client retries a 503 for minutes)."""
+        path, query = self._registry_question()
+        request = probe_request(tracking_uri, f"{path}?{urllib.parse.urlencode(query)}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self._settings.registry_timeout_s):
+                return None
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read() or b"{}")
+                why = f"{body.get('error_code', '')}: {body.get('message', '')}".strip(": ")
+            except (ValueError, OSError, AttributeError):
+                why = str(exc.reason)
+            # The registry answered that it has no such model (404) or alias (400 "not found").
+            if exc.code == 404 or (exc.code == 400 and "not found" in why.lower()):
+                return None
+            return redact(f"the MLflow registry {shown} answered {exc.code} ({why[:300]})")
+        except (urllib.error.URLError, OSError) as exc:
+            return redact(f"the MLflow tracking server {shown} is unreachable ({exc})")
+
+    def _ask_registry_client(self, tracking_uri: str) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=self._settings.tracking_uri)
+        ref = self._ref
+        try:
+            if ref.alias is not None:
+                client.get_model_version_by_alias(ref.name, ref.alias)
+            else:
+                client.get_model_version(ref.name, str(ref.version))
+        except MlflowException as exc:
+            # A missing alias is INVALID_PARAMETER_VALUE "... not found" (as _load_from_registry)
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(exc).lower():
+                raise
+
     def _load_from_registry(self, version: str | None) -> LoadedModel:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         tracking_uri = self._tracking_uri()
         self._probe(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):
+            # A server up with its database down passes /health but answers 503 to every
+            # registry call, which MLflow's client would retry for minutes: fail fast instead.
+            why = self._ask_http_registry(tracking_uri, redact(tracking_uri))
+            if why is not None:
+                raise RegistryUnavailableError(why)
         registry_uri = self._settings.tracking_uri
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         name = self._ref.name
@@ -387,10 +474,36 @@ class ModelStore:
         tmp.replace(pointer)
 
 
-def probe_request(tracking_uri: str) -> urllib.request.Request:
-    """The ``GET /health`` request probing an HTTP tracking server, credentials as a header."""
+class RegistryHealth:
+    """The registry's last answer to :meth:`ModelStore.check_registry`, asked again (in a worker
+    thread, one question at a time) when older than ``interval_s``, so a balancer or orchestrator
+    probing ``/readyz`` often costs the registry one request per interval."""
+
+    def __init__(self, store: ModelStore, interval_s: float) -> None:
+        self._store = store
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._checked: float | None = None
+        self._error: str | None = None
+
+    async def error(self) -> str | None:
+        """None when the registry answers, else why it cannot be used (see check_registry)."""
+        return await anyio.to_thread.run_sync(self._error_now)
+
+    def _error_now(self) -> str | None:
+        with self._lock:
+            now = time.monotonic()
+            if self._checked is None or now - self._checked >= self._interval_s:
+                self._error = self._store.check_registry()
+                self._checked = time.monotonic()
+            return self._error
+
+
+def probe_request(tracking_uri: str, path: str = "/health") -> urllib.request.Request:
+    """A ``GET`` of ``path`` (default ``/health``) on an HTTP tracking server, credentials as a
+    header."""
     bare, credentials = split_credentials(tracking_uri)
-    request = urllib.request.Request(bare.rstrip("/") + "/health")
+    request = urllib.request.Request(bare.rstrip("/") + path)
     if credentials is not None:
         token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")

@@ -228,15 +228,25 @@ async def livez() -> LivenessResponse:
 @router.get(
     "/readyz",
     response_model=ReadinessResponse,
+    response_model_exclude_none=True,
     responses={503: _err("No model is loaded; `detail` says why.")},
     summary="Readiness: a model is loaded (and where it came from).",
     tags=["health"],
 )
 async def readyz(state: State) -> ReadinessResponse:
-    """Ready when a model is loaded; says whether it came from the registry or the disk cache."""
+    """Ready when a model is loaded; says whether it came from the registry or the disk cache,
+    and whether the registry answers now (ready either way: the loaded model serves)."""
     model = state.store.require()
+    error = await state.registry.error()
+    detail = None
+    if error is not None:
+        detail = (
+            f"the registry is unreachable ({error}); serving the loaded model {model.name} "
+            f"version {model.version} (from the {model.source}) until it is back"
+        )
     return ReadinessResponse(
-        status="ready", model=model.name, version=model.version, source=model.source
+        status="ready", model=model.name, version=model.version, source=model.source,
+        registry="unreachable" if error else "reachable", detail=detail,
     )
 
 

@@ -268,6 +268,13 @@ class ReadinessResponse(BaseModel):
     source: Literal["registry", "cache"] = Field(
         description="`cache` when the registry was unreachable and the model came from disk."
     )
+    registry: Literal["reachable", "unreachable"] = Field(
+        description="Whether the model registry answers now (asked at most every "
+        "LATENT_ODE_REGISTRY_CHECK_INTERVAL_S); the loaded model keeps serving either way."
+    )
+    detail: str | None = Field(
+        None, description="When the registry is unreachable: why, and what is served meanwhile."
+    )
 
 
 class ReloadRequest(BaseModel):

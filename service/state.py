@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.metrics import ServiceMetrics
-from service.model_store import ModelStore
+from service.model_store import ModelStore, RegistryHealth
 from service.predictor import Limits
 from service.workers import ReloadBroadcast
 
@@ -33,6 +33,7 @@ class ServiceState:
     metrics: ServiceMetrics
     limits: Limits
     reload_lock: asyncio.Lock
+    registry: RegistryHealth
     peers: ReloadBroadcast | None = None  # the other worker processes, when there are some
 
 

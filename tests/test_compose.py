@@ -6,7 +6,10 @@ the wiring between them (tracking URI, MLflow's Host-header allow-list, start-up
 secrets (only ever ``${...}`` references to ``.env``, all listed in ``.env.example``), and that
 the commands the containers run exist, both ``latent-ode ...`` (walked through the real argparse
 parser) and ``mlflow server ...`` (parsed by MLflow's own click command). The same topology runs
-natively, with real processes, in the end-to-end test.
+natively, with real processes, in the end-to-end test, tests/test_stack_postgres.py and
+tests/test_replicas.py. Nothing here interprets a file by hand: YAML by PyYAML, ``.env`` and
+compose's ``${...}`` by python-dotenv, the Dockerfiles by Docker's own (BuildKit) parser through
+the ``dockerfile`` package, the balancer's nginx file by NGINX's ``crossplane``.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ from packaging.specifiers import SpecifierSet
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 GPU_FILE = REPO / "docker-compose.gpu.yml"
+MULTINODE_FILE = REPO / "docker-compose.multinode.yml"
 DOCKERFILE = REPO / "Dockerfile"
 MLFLOW_DOCKERFILE = REPO / "docker" / "mlflow" / "Dockerfile"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-EXPECTED_SERVICES = {"postgres", "minio", "minio-init", "mlflow", "api", "trainer"}
-LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow", "api")
+EXPECTED_SERVICES = {"postgres", "minio", "minio-init", "mlflow", "api", "balancer", "trainer"}
+LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow", "api", "balancer")
+NGINX_CONF = REPO / "docker" / "nginx" / "api.conf"
 # Container-side directory of the project image (the Dockerfile's WORKDIR): relative paths in
 # its commands resolve against the repository root copied there.
 IMAGE_WORKDIR = "/app"
@@ -133,22 +138,16 @@ def healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, rest = line.partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-    assert not pending, f"{path} ends inside a continued line"
-    return instructions
+    """``(INSTRUCTION, arguments)`` pairs as Docker's own parser (BuildKit's, through the
+    ``dockerfile`` package) reads the file; an exec-form (JSON) argument list comes back as JSON,
+    the shell form as its text."""
+    import dockerfile
+
+    return [
+        (command.cmd.upper(),
+         json.dumps(list(command.value)) if command.json else " ".join(command.value))
+        for command in dockerfile.parse_file(str(path))
+    ]
 
 
 def exec_form(arguments: str) -> list[str]:
@@ -286,6 +285,7 @@ def test_every_service_of_the_topology_exists(services: dict[str, dict[str, Any]
         ("minio", "ready"),
         ("mlflow", "/health"),
         ("api", "/readyz"),
+        ("balancer", "/readyz"),
     ],
 )
 def test_long_running_services_have_health_checks(
@@ -346,7 +346,9 @@ def test_mlflow_server_command_is_accepted_by_mlflow(services: dict[str, dict[st
     assert params["serve_artifacts"] is True, "--serve-artifacts: clients must not need S3 keys"
     assert params["host"] == "0.0.0.0", "bind all interfaces, or other containers cannot connect"
     backend = urlsplit(params["backend_store_uri"])
-    assert backend.scheme.startswith("postgresql"), f"backend store: {backend.scheme}"
+    # The driver named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, and the image
+    # installs psycopg2 (test_mlflow_image_pins_the_projects_mlflow).
+    assert backend.scheme == "postgresql+psycopg2", f"backend store: {backend.scheme}"
     assert backend.hostname == "postgres", f"backend store host {backend.hostname!r}"
     destination = params["artifacts_destination"] or ""
     assert destination.startswith("s3://"), f"--artifacts-destination {destination!r}"
@@ -391,8 +393,74 @@ def test_api_serves_the_champion_and_restarts(services: dict[str, dict[str, Any]
     env = env_of(api)
     assert env.get("LATENT_ODE_MODEL_URI") == "models:/latent-ode@champion"
     assert api.get("restart") == "unless-stopped"
-    targets = [str(p).rsplit(":", 1)[-1] for p in api.get("ports", [])]
-    assert "8000" in targets, f"api must publish container port 8000; ports: {api.get('ports')}"
+    # Replicas cannot share a host port: only the balancer publishes one.
+    assert not api.get("ports"), f"api replicas publish no port; the balancer does: {api['ports']}"
+
+
+def nginx_directives(path: Path) -> list[tuple[str, list[str], list[str]]]:
+    """``(directive, arguments, enclosing blocks)`` of an nginx config file, as crossplane
+    (NGINX's own Python parser) reads it; a file of ``conf.d`` holds http-level blocks only, so
+    contexts are not checked here (``nginx -t`` checks the whole config in tests/test_replicas.py).
+    """
+    import crossplane
+
+    payload = crossplane.parse(str(path), check_ctx=False, single=True, comments=False)
+    errors = [e["error"] for e in payload["errors"]]
+    assert payload["status"] == "ok", f"{path}: {errors}"
+    found: list[tuple[str, list[str], list[str]]] = []
+
+    def walk(directives: list[dict[str, Any]], blocks: list[str]) -> None:
+        for d in directives:
+            found.append((d["directive"], d["args"], blocks))
+            if "block" in d:
+                walk(d["block"], [*blocks, " ".join([d["directive"], *d["args"]])])
+
+    walk(payload["config"][0]["parsed"], [])
+    return found
+
+
+def test_nginx_directive_reader_sees_blocks(tmp_path: Path) -> None:
+    conf = tmp_path / "api.conf"
+    conf.write_text("upstream api { server a:1; # x;\n}\nserver { listen 80; }")
+    assert [d for d in nginx_directives(conf) if d[0] in ("server", "listen")] == [
+        ("server", ["a:1"], ["upstream api"]), ("server", [], []), ("listen", ["80"], ["server"])]
+    conf.write_text("server { listen 80;")
+    with pytest.raises(AssertionError, match="unexpected end of file"):
+        nginx_directives(conf)
+
+
+def test_api_replicas_sit_behind_the_balancer(services: dict[str, dict[str, Any]]) -> None:
+    from service.config import Settings
+
+    replicas = int(services["api"].get("deploy", {}).get("replicas", 1))
+    assert replicas >= 2, f"the api runs {replicas} replica(s); the stack wants several"
+    balancer = services["balancer"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in balancer.get("volumes", [])}
+    assert mounts.get("/etc/nginx/conf.d/default.conf") == "./docker/nginx/api.conf", mounts
+    directives = nginx_directives(NGINX_CONF)
+    upstreams = [args[0] for name, args, blocks in directives
+                 if name == "server" and blocks and blocks[-1].startswith("upstream ")]
+    serve = latent_ode_commands(services)["Dockerfile CMD"]
+    assert upstreams == [f"api:{option_value(serve, '--port')}"], (
+        f"the balancer's upstream {upstreams} is not the api service's port"
+    )
+    (upstream_block,) = {blocks[-1] for name, args, blocks in directives if name == "server"
+                         and blocks and blocks[-1].startswith("upstream ")}
+    proxied = [args[0] for name, args, _ in directives if name == "proxy_pass"]
+    assert proxied == [f"http://{upstream_block.split()[1]}"], proxied
+    listens = [args[0] for name, args, _ in directives if name == "listen"]
+    published = [str(p).rsplit(":", 1)[-1] for p in balancer.get("ports", [])]
+    assert published == listens, f"the balancer publishes {published}; nginx listens on {listens}"
+    assert healthcheck_text(balancer).endswith(f":{listens[0]}/readyz"), healthcheck_text(balancer)
+    # The service's own 413 (with a detail) must be the one a client sees, not nginx's.
+    (size,) = [args[0] for name, args, _ in directives if name == "client_max_body_size"]
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    limit = int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+    default_body = Settings.model_fields["max_body_bytes"].default
+    assert limit > default_body, f"nginx cuts bodies at {size}, below the service's {default_body}"
+    assert ("proxy_http_version", ["1.1"]) in [(n, a) for n, a, _ in directives], (
+        "keep-alive to the replicas needs HTTP/1.1"
+    )
 
 
 def _settings_class(client: str) -> type:
@@ -454,6 +522,26 @@ def test_gpu_override_reserves_an_nvidia_gpu(
         )
 
 
+def test_multinode_override_gives_the_trainer_the_hosts_network_and_a_shared_folder(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    override = interpolated(MULTINODE_FILE)["services"]
+    assert set(override) == {"trainer"}, f"the multinode override changes {sorted(override)}"
+    trainer = override["trainer"]
+    assert trainer.get("network_mode") == "host", "the ranks must reach each other's ports"
+    # On the host network the tracking server is compose's published loopback port.
+    uri = urlsplit(env_of(trainer)["MLFLOW_TRACKING_URI"])
+    published = [str(p) for p in services["mlflow"]["ports"]]
+    assert [f"{uri.hostname}:{uri.port}:5000"] == published, (uri, published)
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    allowed = option_value(argv_of(services["mlflow"]["command"]), "--allowed-hosts").split(",")
+    assert is_allowed_host_header(allowed, uri.netloc), f"{allowed} rejects {uri.netloc}"
+    targets = [str(v).split(":")[1] for v in trainer.get("volumes", [])]
+    assert targets == ["/shared"], targets
+    assert {"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"} <= env_of(trainer).keys()
+
+
 def test_named_volumes_persist_the_database_and_the_bucket(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
@@ -490,7 +578,7 @@ def _environments(*files: Path) -> Iterator[tuple[str, str, str]]:
 
 def test_credentials_are_references_to_env(services: dict[str, dict[str, Any]]) -> None:
     checked = 0
-    for where, key, value in _environments(COMPOSE_FILE, GPU_FILE):
+    for where, key, value in _environments(COMPOSE_FILE, GPU_FILE, MULTINODE_FILE):
         if CREDENTIAL_KEY.search(key):
             checked += 1
             assert WHOLE_REFERENCE.match(value), f"{where} {key}: literal value, use ${{VAR}}"
@@ -515,7 +603,8 @@ def test_credentials_are_references_to_env(services: dict[str, dict[str, Any]]) 
 def test_env_example_lists_every_variable_with_placeholders() -> None:
     example = env_example()
     referenced = {
-        m.group(1) for path in (COMPOSE_FILE, GPU_FILE) for m in INTERPOLATION.finditer(path.read_text())
+        m.group(1) for path in (COMPOSE_FILE, GPU_FILE, MULTINODE_FILE)
+        for m in INTERPOLATION.finditer(path.read_text())
     }
     assert referenced, "no ${...} references found; the pattern is broken"
     missing = referenced - example.keys()
@@ -550,10 +639,12 @@ def test_mlflow_image_pins_the_projects_mlflow() -> None:
         if "==" in line and not line.lstrip().startswith("#")
     )
     text = MLFLOW_DOCKERFILE.read_text()
-    got = re.findall(r"mlflow==([\w.]+)", text)
-    assert got == [pins["mlflow"]], f"docker/mlflow pins mlflow {got}, constraints {pins['mlflow']}"
-    for package in ("psycopg2-binary", "boto3"):
-        assert package in text, f"the tracking server needs {package} (PostgreSQL / S3)"
+    for package in ("mlflow", "psycopg2-binary"):
+        got = re.findall(rf'"{package}==([\w.]+)"', text)
+        assert got == [pins[package]], (
+            f"docker/mlflow pins {package} {got}, constraints {pins[package]}"
+        )
+    assert "boto3" in text, "the tracking server needs boto3 (S3)"
 
 
 def test_project_image_serves_as_non_root_with_a_readiness_check(
@@ -602,6 +693,10 @@ def _repo_paths(services: dict[str, dict[str, Any]]) -> set[str]:
     """Repository paths the compose file relies on: build contexts, Dockerfiles, config files."""
     paths: set[str] = set()
     for service in services.values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):  # a bind mount of a repository file
+                paths.add(source[2:])
         build = service.get("build")
         if isinstance(build, str):
             paths.add(build)
@@ -618,7 +713,7 @@ def _repo_paths(services: dict[str, dict[str, Any]]) -> set[str]:
 
 def test_paths_the_compose_file_uses_exist(services: dict[str, dict[str, Any]]) -> None:
     paths = _repo_paths(services)
-    assert "pipelines/configs/periodic.toml" in paths, sorted(paths)
+    assert {"pipelines/configs/periodic.toml", "docker/nginx/api.conf"} <= paths, sorted(paths)
     missing = sorted(p for p in paths if not (REPO / p).exists())
     assert not missing, f"docker-compose.yml refers to {missing}, which are not in the repository"
 
@@ -675,8 +770,9 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "files",
-    [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]],
-    ids=["base", "gpu"],
+    [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"],
+     ["docker-compose.yml", "docker-compose.multinode.yml"]],
+    ids=["base", "gpu", "multinode"],
 )
 def test_docker_compose_config_accepts_the_files(docker_compose: list[str], files: list[str]) -> None:
     args = [a for f in files for a in ("-f", str(REPO / f))]

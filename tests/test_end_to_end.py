@@ -126,7 +126,8 @@ def test_train_serve_retrain_reload(tracking_server: MlflowServer, tmp_path: Pat
     assert [s["id"] for s in request["series"]] == ["periodic-0", "late-start"]
     with api(uri, tmp_path / "api") as base:
         assert httpx.get(f"{base}/readyz").json() == {
-            "status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry"}
+            "status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry",
+            "registry": "reachable"}
         check_model_info(base, "1")
         modes = predict(base, request, "1")["series"][1]["mode"]
         assert modes[0] == "backcast" and "interpolation" in modes and "extrapolation" in modes

@@ -18,7 +18,8 @@ def test_livez_and_readyz(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {
-        "status": "ready", "model": "latent-ode-test", "version": "1", "source": "registry"
+        "status": "ready", "model": "latent-ode-test", "version": "1", "source": "registry",
+        "registry": "reachable",
     }
 
 

@@ -55,7 +55,8 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
     with TestClient(create_app(make_settings())) as client:  # fills the cache
         expected = client.post("/v1/predict", json={"series": [OK]}).json()
     registry_down(True)
-    settings = make_settings(registry_retry_initial_s=0.05, registry_retry_max_s=0.1)
+    settings = make_settings(registry_retry_initial_s=0.05, registry_retry_max_s=0.1,
+                             registry_check_interval_s=0)
     with caplog.at_level(logging.WARNING, logger="service.model_store"):
         with TestClient(create_app(settings)) as client:
             ready = client.get("/readyz")
@@ -72,8 +73,13 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
                 back = client.get("/readyz").json()
             info = client.get("/metrics").text
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
-                            "source": "cache"}
+    assert ready.json() == {
+        "status": "ready", "model": MODEL_NAME, "version": "1", "source": "cache",
+        "registry": "unreachable",
+        "detail": f"the registry is unreachable (the MLflow tracking server {registry.tracking_uri} "
+        f"is unreachable (refused)); serving the loaded model {MODEL_NAME} version 1 (from the "
+        "cache) until it is back",
+    }
     assert model["source"] == "cache"
     assert answer["series"] == expected["series"]
     assert any("from the disk cache" in r.getMessage() for r in caplog.records)
@@ -82,7 +88,8 @@ def test_starts_from_the_disk_cache_when_the_registry_is_down_then_takes_it_back
         f"the MLflow tracking server {registry.tracking_uri} is unreachable"
     )
     assert still["source"] == "cache"  # the cached model keeps serving while the registry is down
-    assert back == {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry"}
+    assert back == {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry",
+                    "registry": "reachable"}
     assert f'latent_ode_model_info{{name="{MODEL_NAME}",source="registry",version="1"}} 1.0' in info
 
 
@@ -135,8 +142,9 @@ def test_a_pinned_version_is_served_from_the_cache_and_an_incomplete_one_is_not(
     marker.unlink()  # as an interrupted download leaves it
     with TestClient(create_app(pinned)) as client:
         incomplete = client.get("/readyz")
-    assert cached.json() == {"status": "ready", "model": MODEL_NAME, "version": "1",
-                             "source": "cache"}
+    assert {k: v for k, v in cached.json().items() if k != "detail"} == {
+        "status": "ready", "model": MODEL_NAME, "version": "1", "source": "cache",
+        "registry": "unreachable"}
     assert incomplete.status_code == 503
     assert (f"version 1 of {MODEL_NAME!r} from " in incomplete.json()["detail"]
             and "is not in the cache or its download is incomplete" in incomplete.json()["detail"])
@@ -278,3 +286,40 @@ def test_two_stores_never_share_a_cached_version(make_settings: Any, tmp_path: A
     assert first["model"]["version"] == second["model"]["version"] == "1"
     assert source == "registry"
     assert first["series"][0]["mean"] != second["series"][0]["mean"]
+
+
+def test_readyz_asks_the_registry_at_most_once_per_interval(
+    make_settings: Any, registry: Any,
+) -> None:
+    """/readyz reports whether the registry answers now; an answer that the alias is gone is an
+    answer (reachable); the question is asked again only after the interval."""
+    from mlflow.tracking import MlflowClient
+
+    mlflow_client = MlflowClient(registry.tracking_uri)
+    mlflow_client.set_registered_model_alias(MODEL_NAME, "readyz-test", "1")
+    asked: list[float] = []
+    try:
+        settings = make_settings(model_uri=f"models:/{MODEL_NAME}@readyz-test",
+                                 registry_check_interval_s=3600)
+        with TestClient(create_app(settings)) as client:
+            real = client.app.state.service.store.check_registry
+
+            def counted() -> str | None:
+                asked.append(time.monotonic())
+                return real()
+
+            client.app.state.service.store.check_registry = counted
+            first = client.get("/readyz").json()
+            mlflow_client.delete_registered_model_alias(MODEL_NAME, "readyz-test")
+            cached = client.get("/readyz").json()
+            client.app.state.service.registry._interval_s = 0  # ask at every call from now on
+            gone = client.get("/readyz").json()
+    finally:
+        try:
+            mlflow_client.delete_registered_model_alias(MODEL_NAME, "readyz-test")
+        except Exception:  # noqa: BLE001 - already deleted by the test
+            pass
+    expected = {"status": "ready", "model": MODEL_NAME, "version": "1", "source": "registry",
+                "registry": "reachable"}
+    assert first == cached == gone == expected
+    assert len(asked) == 2  # the first call and the one after the interval was lifted

@@ -150,7 +150,8 @@ def test_starts_from_the_cache_with_the_tracking_server_down_and_takes_it_back(
             yield b" " * 1000
 
     with serve(server.uri, model, cache, log, max_body_bytes="4096",
-               registry_retry_initial_s="0.5", registry_retry_max_s="1") as base:
+               registry_retry_initial_s="0.5", registry_retry_max_s="1",
+               registry_check_interval_s="0") as base:
         ready = httpx.get(f"{base}/readyz")
         with httpx.Client(base_url=base, timeout=30) as http:
             too_big = http.post("/v1/predict", content=chunks(),
@@ -165,14 +166,25 @@ def test_starts_from_the_cache_with_the_tracking_server_down_and_takes_it_back(
                 back = httpx.get(f"{base}/readyz").json()
         finally:
             stop_process(restarted.proc)
-    assert first == {"status": "ready", "model": model, "version": version, "source": "registry"}
+    assert first == {"status": "ready", "model": model, "version": version, "source": "registry",
+                     "registry": "reachable"}
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": model, "version": version,
-                            "source": "cache"}
+    detail = ready.json().pop("detail", "")
+    assert ready.json() == {
+        "status": "ready", "model": model, "version": version, "source": "cache",
+        "registry": "unreachable", "detail": detail,
+    }
+    assert detail.startswith(
+        f"the registry is unreachable (the MLflow tracking server {server.uri} is unreachable ("
+    ), detail
+    assert detail.endswith(
+        f"serving the loaded model {model} version {version} (from the cache) until it is back"
+    ), detail
     assert answer["series"] == expected["series"]  # on the connection the 413 answered
     assert too_big.status_code == 413
     assert too_big.json()["detail"].startswith("the request body is more than 4096 bytes")
-    assert back == {"status": "ready", "model": model, "version": version, "source": "registry"}
+    assert back == {"status": "ready", "model": model, "version": version, "source": "registry",
+                    "registry": "reachable"}
     text = log.read_text()
     assert f"serving {model} version {version} from the disk cache" in text
     assert f"the MLflow tracking server {server.uri} is unreachable" in text
@@ -307,8 +319,9 @@ def test_serves_behind_a_tracking_server_with_credentials(
             info = httpx.get(f"{base}/v1/model")
             answer = httpx.post(f"{base}/v1/predict", json={"series": [OK]})
     assert refused.status_code == 401  # the proxy does check
+    # "reachable": /readyz's registry question passed the proxy's Basic auth too.
     assert ready.json() == {"status": "ready", "model": model, "version": version,
-                            "source": "registry"}
+                            "source": "registry", "registry": "reachable"}
     assert answer.status_code == 200
     assert "s3cret" not in info.text
     assert "s3cret" not in log.read_text()
