@@ -195,11 +195,15 @@ def plot_backtest(result: BacktestResult, *, time_unit: str, title: str = "") ->
         ax.set_ylabel(f"MAE ({result.channels[j]} units)")
         ax.set_xlim(0, edges[-1])
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize="x-small", loc="upper left")
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
-    fig.suptitle(title or f"{result.regime} backtest: {result.windows} windows", fontsize="small")
-    fig.tight_layout()
+    fig.suptitle(title or f"{result.regime} backtest: {result.windows} windows of "
+                 f"{result.series} series", fontsize="small")
+    # One legend for every panel, below them, where it covers no point.
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small",
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if rows == 1 else 0.04, 1, 1))
     return fig
 
 

@@ -97,8 +97,10 @@ def evaluate(
     backtests = _backtest(cfg, forecaster, data, splits, fallback)
     for split, bt in backtests.items():
         metrics.update({metric_name(split, k): v for k, v in bt.metrics().items()})
-        figures.append((f"{split}_{BACKTEST_PLOT}", plot_backtest(
-            bt, time_unit=data.time_unit, title=f"{split} split, {bt.windows} windows")))
+        title = (f"{split} split: rolling-origin backtest, {bt.windows} windows of "
+                 f"{bt.series} series")
+        figures.append((f"{split}_{BACKTEST_PLOT}",
+                        plot_backtest(bt, time_unit=data.time_unit, title=title)))
     if "test" in results:
         figures += plot_channel_skill(results["test"], split="test")
         figures += plot_horizon(results["test"], split="test")

@@ -187,11 +187,13 @@ def test_the_chart_draws_the_model_beside_locf_per_channel(model_dir: Path) -> N
     fig = plot_backtest(result, time_unit="hours")
     try:
         visible = [ax for ax in fig.axes if ax.get_visible()]
-        assert [ax.get_title().split(" ")[0] for ax in visible] == ["temp", "hr"] or \
-            {ax.get_title().split(" ")[0] for ax in visible} == {"hr", "temp"}
+        assert {ax.get_title().split(" ")[0] for ax in visible} == {"hr", "temp"}
         for ax in visible:
             assert [line.get_label() for line in ax.get_lines()] == ["model", "LOCF"]
             assert ax.get_ylabel().endswith("units)")
+            assert ax.get_legend() is None  # one legend for the figure, below the panels
+        (legend,) = fig.legends
+        assert [t.get_text() for t in legend.get_texts()] == ["model", "LOCF"]
     finally:
         plt.close(fig)
     assert "forecast backtest: 3 windows of 3 series" in format_table(result, time_unit="hours")
