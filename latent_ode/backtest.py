@@ -119,15 +119,17 @@ def cut_points(series: Series, config: BacktestConfig) -> np.ndarray:
     """
     if config.cut_times is not None:
         return np.asarray(sorted(set(config.cut_times)), dtype=np.float64)
+    cuts = config.cuts
+    assert cuts is not None  # BacktestConfig: `cuts` or `cut_times`
     first, last = float(series.times[0]), float(series.times[-1])
     span = last - first
     if span <= 0:
         return np.zeros(0)
-    k = np.arange(1, config.cuts + 1, dtype=np.float64)  # type: ignore[operator]
+    k = np.arange(1, cuts + 1, dtype=np.float64)
     h = config.horizon
     if h is not None and span > h:
-        return first + (span - h) * k / config.cuts  # the last window ends at the last point
-    return first + span * k / (config.cuts + 1)  # type: ignore[operator]
+        return first + (span - h) * k / cuts  # the last window ends at the last point
+    return first + span * k / (cuts + 1)
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,12 @@ class BacktestResult:
 
 
 def _baselines(items: Sequence[Window], fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LOCF and linear interpolation of each window's context at its targets, in the data's
-    units: two lists' worth of (Q_i, D) arrays packed as (N, Qmax, D)."""
+    """LOCF and linear interpolation of each window's context at its target times, in the
+    data's units, by :func:`latent_ode.baselines.channel_baselines`.
+
+    Returns:
+        (locf, linear), each (N, Qmax, D): window i's answers in its first Q_i rows.
+    """
     # Each window on its own clock (float64): absolute times would lose digits otherwise.
     contexts = [Series(times=w.context.times - w.cut, values=w.context.values, id=w.context.id)
                 for w in items]

@@ -197,3 +197,12 @@ def test_the_chart_draws_the_model_beside_locf_per_channel(model_dir: Path) -> N
     finally:
         plt.close(fig)
     assert "forecast backtest: 3 windows of 3 series" in format_table(result, time_unit="hours")
+
+
+def test_backtest_has_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: latent-ode backtest")
+    assert "--cut-times" in out and "--horizon" in out and "--experiment" in out
