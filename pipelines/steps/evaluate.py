@@ -94,6 +94,9 @@ def evaluate(
     logger.info("evaluation: %s", ", ".join(
         f"{k}={metrics[k]:.4g}" for k in sorted(metrics) if k.count("/") == 2))
     figures: list[tuple[str, Any]] = []
+    if "test" in results:
+        figures += plot_channel_skill(results["test"], split="test")
+        figures += plot_horizon(results["test"], split="test")
     backtests = _backtest(cfg, forecaster, data, splits, fallback)
     for split, bt in backtests.items():
         metrics.update({metric_name(split, k): v for k, v in bt.metrics().items()})
@@ -101,9 +104,6 @@ def evaluate(
                  f"{bt.series} series")
         figures.append((f"{split}_{BACKTEST_PLOT}",
                         plot_backtest(bt, time_unit=data.time_unit, title=title)))
-    if "test" in results:
-        figures += plot_channel_skill(results["test"], split="test")
-        figures += plot_horizon(results["test"], split="test")
     if ev.num_plots:
         shown = data.test[: ev.num_plots]
         n = max(ev.num_samples, 32)
