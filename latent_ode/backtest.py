@@ -303,9 +303,12 @@ def score_windows(items: Sequence[Window], predictions: Sequence[np.ndarray | No
     failed_ids = tuple(dict.fromkeys(items[i].context.id for i, p in enumerate(predictions)
                                      if p is None))
     leads, chan, errs = [], [], []
-    if ok:
-        locf, linear = _baselines([items[i] for i in ok], fallback)
-        for n, i in enumerate(ok):
+    # The baselines a batch of windows at a time: one padded batch of every window of a large
+    # split (thousands, each padded to the longest) would hold gigabytes.
+    for start in range(0, len(ok), config.batch_size):
+        chunk = ok[start:start + config.batch_size]
+        locf, linear = _baselines([items[i] for i in chunk], fallback)
+        for n, i in enumerate(chunk):
             w, pred = items[i], np.asarray(predictions[i], dtype=np.float64)
             q = w.target_times.size
             if pred.shape != (q, d):

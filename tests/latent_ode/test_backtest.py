@@ -143,6 +143,30 @@ def test_failed_windows_are_counted_and_left_out() -> None:
     np.testing.assert_array_equal(result.total_count, [2])
 
 
+def test_baselines_are_the_same_in_batches_of_windows() -> None:
+    series = [_line(11, slope=float(i), sid=f"s{i}") for i in range(5)]
+    results = []
+    for batch_size in (1, 2, 256):
+        cfg = BacktestConfig(cuts=3, horizon=2.0, batch_size=batch_size)
+        items = windows(series, cfg)
+        results.append(score_windows(items, _exact(items), channels=["y"], config=cfg,
+                                     fallback=np.zeros(1)))
+    for other in results[1:]:
+        np.testing.assert_allclose(other.mae, results[0].mae)
+    # Cuts at 8/3, 16/3, 8: each scores the two points after its last seen one, 1 and 2 later;
+    # LOCF misses y = i t there by i and 2 i: the mean over i = 0..4 is 2 * 1.5 = 3.
+    np.testing.assert_allclose(results[0].total_mae[1], [3.0])
+
+
+def test_a_prediction_of_the_wrong_shape_is_a_data_error() -> None:
+    cfg = BacktestConfig(cuts=None, cut_times=(4.0,), horizon=2.0)
+    items = windows([_line(11)], cfg)
+    with pytest.raises(DataError, match=r"the prediction of window 0 \(series 'a', cut 4\) must "
+                                        r"have shape \(2, 1\); got \(3, 1\)"):
+        score_windows(items, [np.zeros((3, 1))], channels=["y"], config=cfg,
+                      fallback=np.zeros(1))
+
+
 def test_no_window_to_score_is_a_data_error() -> None:
     cfg = BacktestConfig(cuts=None, cut_times=(100.0,))
     with pytest.raises(DataError, match="no window to score"):
