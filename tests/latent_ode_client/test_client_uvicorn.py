@@ -65,7 +65,8 @@ def test_the_client_against_a_real_service(tmp_path: Path, caplog: pytest.LogCap
     with serve(uri, MODEL, tmp_path / "cache", tmp_path / "service.log",
                registry_retry_initial_s="0.2", registry_retry_max_s="0.5") as base:
         assert httpx.post(f"{base}/v1/predict", json=BODY).status_code == 503  # no model yet
-        client = LatentODEClient(base, max_retries=200, backoff_s=0.1, max_backoff_s=0.3)
+        # Up to ~3 minutes of retries: registering takes seconds, more on a loaded machine.
+        client = LatentODEClient(base, max_retries=600, backoff_s=0.1, max_backoff_s=0.3)
         got: dict[str, Any] = {}
 
         def ask() -> None:
@@ -77,7 +78,7 @@ def test_the_client_against_a_real_service(tmp_path: Path, caplog: pytest.LogCap
         thread = threading.Thread(target=ask)
         thread.start()  # before the model exists: the client waits out the 503s
         register_version(uri, make_forecaster(), tmp_path, name=MODEL)
-        thread.join(timeout=120)
+        thread.join(timeout=240)
         assert "frame" in got, got
         answer = httpx.post(f"{base}/v1/predict", json=BODY).json()
         arrays = client.predict_arrays([0.0, 2.0], [[60.0, np.nan], [62.0, 36.6]], [4.0],
