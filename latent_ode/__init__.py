@@ -5,6 +5,7 @@ its normalisation, answering in the user's units), training, evaluation and synt
 Importing this package does no work and needs neither MLflow nor a web framework.
 """
 
+from latent_ode.backtest import BacktestConfig, BacktestResult, backtest
 from latent_ode.config import (
     DecoderConfig,
     DynamicsConfig,
@@ -32,6 +33,8 @@ from latent_ode.solver import SolverStats
 from latent_ode.training import TrainEvent, TrainResult, fit
 
 __all__ = [
+    "BacktestConfig",
+    "BacktestResult",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -54,6 +57,7 @@ __all__ = [
     "TrainConfig",
     "TrainEvent",
     "TrainResult",
+    "backtest",
     "collate",
     "config_from_dict",
     "config_to_dict",

@@ -12,6 +12,8 @@ Commands (``latent-ode COMMAND --help`` for each)::
                             [--resume] [--force]
     latent-ode predict --model URI|DIR --data-file FILE --out FILE [--horizon H --every DT]
                        [--quantiles 0.05,0.5,0.95] [--num-samples N] [--seed S]
+    latent-ode backtest --model URI (--data-file FILE | --data DIR | --data-run RUN)
+                        [--cuts K | --cut-times T ...] [--horizon H] [--out FILE] [--experiment E]
     latent-ode serve [--host HOST] [--port PORT]
     latent-ode quickstart [--config CFG] [--workdir DIR] [--host HOST] [--port PORT] [--no-serve]
 
@@ -326,6 +328,68 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     _say(f"wrote {summary.rows} rows for {summary.series} series to {summary.out}{failed}")
 
 
+def _cmd_backtest(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from formats.longformat import read_long
+    from latent_ode.backtest import BacktestConfig, backtest
+    from latent_ode.errors import ConfigError
+    from pipelines import tracking
+    from pipelines.backtest import (
+        align_channels,
+        check_output,
+        format_table,
+        load_forecaster,
+        log_backtest,
+        training_mean,
+        write_result,
+    )
+
+    # Every argument is checked before the model loads and before any run opens.
+    config = BacktestConfig(cuts=None if args.cut_times else args.cuts,
+                            cut_times=tuple(args.cut_times) if args.cut_times else None,
+                            horizon=args.horizon, buckets=args.buckets, regime=args.regime,
+                            num_samples=args.num_samples, seed=args.seed)
+    out = Path(args.out) if args.out else None
+    check_output(out)
+    if args.time_unit is not None and args.data_file is None:
+        raise ConfigError("--time-unit only goes with --data-file; a split keeps its own unit.")
+    forecaster = load_forecaster(args.model, device=_settings_device(args))
+    unit = forecaster.time_unit
+    fallback = training_mean(forecaster)
+    if args.data_file is not None:
+        table = read_long(args.data_file, time_unit=args.time_unit or unit)
+        if table.time_unit != unit:
+            logger.warning("the data's times are in %s, the model's in %s: leads and horizons "
+                           "are in %s", table.time_unit, unit, table.time_unit)
+        unit = table.time_unit
+        series = align_channels(table.series, table.channels, forecaster.channels)
+        source = str(args.data_file)
+    else:
+        data, _ = _data_for(args)
+        if data.time_unit != forecaster.time_unit:
+            raise ConfigError(f"the split's times are in {data.time_unit}, the model's in "
+                              f"{forecaster.time_unit}; backtest a split of the model's own data.")
+        series = align_channels(data.split(args.split), data.channels, forecaster.channels)
+        source = f"the {args.split} split"
+    result = backtest(forecaster, series, config, fallback=fallback)
+    _say(f"backtest of {args.model} on {source}, times in {unit}:")
+    _say(format_table(result, time_unit=unit))
+    if out is not None:
+        write_result(result, out, time_unit=unit)
+        _say(f"wrote the table to {out}")
+    if args.experiment:
+        tracking.set_experiment(args.experiment)
+        with tracking.start_run("backtest", tags={tracking.TAG_KIND: "backtest"}) as run:
+            params = {"model": args.model, "data": source, "regime": config.regime,
+                      "cuts": config.cuts, "cut_times": config.cut_times,
+                      "horizon": config.horizon, "buckets": config.buckets}
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics(result.metrics())
+            log_backtest(result, time_unit=unit)
+        _say(f"logged backtest run {run.info.run_id} in experiment {args.experiment!r}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     from service.server import run  # the service's dependencies load only for this command
 
@@ -544,6 +608,48 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-series", type=int, default=256, metavar="N",
                     help="about how many series a task answers in one model call; default 256")
     sp.set_defaults(func=_cmd_spark_predict)
+    bt = sub.add_parser(
+        "backtest", help="rolling-origin backtest of a model (MAE/RMSE in your units)",
+        description="Forecast every series from several cut points (the model sees each series "
+                    "up to the cut and forecasts the observations after it, up to the horizon); "
+                    "print MAE and RMSE per channel and horizon bucket, in the data's units, "
+                    "beside the last observation carried forward. See docs/pipelines.md "
+                    "\"Backtesting\".")
+    bt.add_argument("--model", required=True, metavar="URI",
+                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a "
+                         "local model folder")
+    src = bt.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data-file", type=Path, metavar="FILE",
+                     help="long-format .csv or .parquet file (docs/pipelines.md)")
+    src.add_argument("--data", metavar="DIR", help="split folder written by `ingest --out DIR`")
+    src.add_argument("--data-run", metavar="RUN_ID", help="ingest run whose split to use")
+    bt.add_argument("--split", choices=("train", "val", "test"), default="test",
+                    help="with --data/--data-run: the split to backtest; default test")
+    bt.add_argument("--time-unit", default=None,
+                    help="with --data-file: unit of its numeric times (and ISO-8601 times are "
+                         "converted to it); default: the model's")
+    cuts = bt.add_mutually_exclusive_group()
+    cuts.add_argument("--cuts", type=int, default=3, metavar="K",
+                      help="cut points per series, spread over its span; default 3")
+    cuts.add_argument("--cut-times", type=float, nargs="+", metavar="T",
+                      help="the same cut times for every series (on the data's time axis)")
+    bt.add_argument("--horizon", type=float, default=None, metavar="H",
+                    help="score observations at most H after the cut (data time unit); "
+                         "default: all after it")
+    bt.add_argument("--buckets", type=int, default=5, metavar="N",
+                    help="equal horizon buckets; default 5")
+    bt.add_argument("--regime", choices=("forecast", "interp"), default="forecast",
+                    help="forecast (the model sees the past) or interp (a gap of width "
+                         "--horizon after each cut is hidden); default forecast")
+    bt.add_argument("--num-samples", type=int, default=16, metavar="S",
+                    help="latent samples per forecast; default 16")
+    bt.add_argument("--seed", type=int, default=0, help="seed of the latent samples; default 0")
+    bt.add_argument("--out", metavar="FILE", help="also write the table as .csv or .json")
+    bt.add_argument("--experiment", metavar="NAME",
+                    help="also log the table, the chart and per-channel metrics to a run "
+                         "`backtest` in this MLflow experiment")
+    _add_device(bt)
+    bt.set_defaults(func=_cmd_backtest)
 
     srv = sub.add_parser("serve", help="run the REST service",
                          description="Serve models:/<name>@champion over HTTP.")

@@ -168,11 +168,15 @@ class DataSection(_Section):
 
 
 class EvaluateSection(_Section):
-    """Test-set evaluation: latent samples per series, plotted series and the sampling seed."""
+    """Test-set evaluation: latent samples per series, plotted series, the sampling seed, and
+    the rolling-origin backtest of the test split (``backtest_cuts`` origins per series, 0: no
+    backtest; ``backtest_horizon`` in the data's time unit, unset: every value after the cut)."""
 
     num_samples: int = Field(16, gt=0)
     num_plots: int = Field(4, ge=0)
     seed: int = 0
+    backtest_cuts: int = Field(3, ge=0)
+    backtest_horizon: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class RegisterSection(_Section):

@@ -40,6 +40,7 @@ from formats.longformat import to_frame
 from formats.model_artifact import FORECASTER_ARTIFACT
 from latent_ode import Forecaster
 from pipelines import tracking
+from pipelines.backtest import BACKTEST_TABLE, backtest_frame
 from pipelines.config import PipelineConfig
 from pipelines.steps.evaluate import evaluate
 from pipelines.steps.ingest import SPLITS, IngestResult, ingest, load_split, save_split
@@ -258,6 +259,8 @@ def evaluate_stage(
         for name, fig in result.figures:
             mlflow.log_figure(fig, f"{PLOTS_ARTIFACT}/{name}")
             plt.close(fig)
+        for split, bt in result.backtests.items():
+            mlflow.log_table(backtest_frame(bt), artifact_file=f"{split}_{BACKTEST_TABLE}")
         return StageRun(run.info.run_id, result.metrics)
 
 

@@ -92,6 +92,13 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
     assert charts <= plots and all(p.endswith(".png") for p in plots)
     assert len([p for p in plots if p.startswith("series_")]) == cfg.evaluate.num_plots
     assert len([p for p in plots if p.startswith("interp_series_")]) == cfg.evaluate.num_plots
+    # The rolling-origin backtest of the test split: metrics, its chart and its table.
+    assert "test_backtest_error.png" in plots
+    assert evaluate.data.metrics["test/backtest/windows"] == 8 * cfg.evaluate.backtest_cuts
+    assert np.isfinite(evaluate.data.metrics["test/backtest/mae_units/x"])
+    assert np.isfinite(evaluate.data.metrics["test/backtest/baseline_rmse_units/x"])
+    table = mlflow.load_table("test_backtest.json", run_ids=[evaluate.info.run_id])
+    assert list(table["bucket"]) == ["h1", "h2", "h3", "h4", "h5", "all"]
 
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.run_id == steps["register"].info.run_id
@@ -175,6 +182,13 @@ def test_pipeline_with_the_embedded_default_store(
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     _check_pipeline(MlflowClient(), result, cfg, name)
     _check_served_predictions(result, name)
+
+    # The champion's backtest from the command line, on the ingested test split.
+    assert main(["backtest", "--model", f"models:/{name}@champion", "--data-run",
+                 result.step_run_ids["ingest"], "--cuts", "2", "--out", "bt.csv"]) == 0
+    table = pd.read_csv(tmp_path / "bt.csv").set_index("bucket")
+    assert table.loc["all", "count"] == table.drop("all")["count"].sum() > 0
+    assert table.loc["all", "model_mae"] > 0 and table.loc["all", "locf_mae"] > 0
 
 
 def test_register_gate_and_renamed_metrics_in_a_sqlite_store(

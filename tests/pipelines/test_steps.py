@@ -117,9 +117,15 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     train_values = np.concatenate([s.values[:, 0] for s in tiny_data.train])
     scale = float(np.std(train_values))
     assert scale == pytest.approx(float(tiny_data.normaliser.scale[0]))
+    # The test split's rolling-origin backtest: the library's metrics under test/backtest/.
+    assert set(ev.backtests) == {"test"}
+    backtest = {k.removeprefix("test/"): v for k, v in ev.metrics.items()
+                if k.startswith("test/backtest/")}
+    assert backtest == pytest.approx(ev.backtests["test"].metrics())
+    assert backtest["backtest/windows"] == len(tiny_data.test) * tiny_cfg.evaluate.backtest_cuts
     for split in ("val", "test"):
         m = {k.removeprefix(f"{split}/"): v for k, v in ev.metrics.items()
-             if k.startswith(f"{split}/")}
+             if k.startswith(f"{split}/") and not k.startswith(f"{split}/backtest/")}
         assert m == pytest.approx(ev.results[split].metrics)  # the library's, renamed
         # The split's own series are scored, every held-out point once: the forecast regime's
         # baseline (LOCF) and its count are known from the raw data, independently of the model.
@@ -142,7 +148,7 @@ def test_train_and_evaluate_cores(tiny_cfg, tiny_data, tmp_path: Path) -> None:
     names = [name for name, _ in ev.figures]
     test_ids = [s.id for s in tiny_data.test[:2]]
     assert names == (["test_channel_skill.png", "test_horizon_error.png",
-                      "test_horizon_coverage.png"]
+                      "test_horizon_coverage.png", "test_backtest_error.png"]
                      + [f"series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)]
                      + [f"interp_series_{i:02d}_{sid}.png" for i, sid in enumerate(test_ids)])
     for name, fig in ev.figures:
