@@ -431,13 +431,16 @@ def resolve_solver(requested: SolverRequest | None, served: SolverConfig, *, ser
         max_steps = requested.max_steps if requested.max_steps is not None else max_steps
     work = series * num_samples * max_steps
     if work > limits.max_request_solver_work:
-        per_request = max(1, limits.max_request_solver_work // (num_samples * max_steps))
+        per_request = limits.max_request_solver_work // (num_samples * max_steps)
+        fix = (f"Split it into requests of at most {per_request} series, or ask for fewer "
+               "samples or a smaller `solver.max_steps`." if per_request >= 1 else
+               "Ask for fewer samples or a smaller `solver.max_steps` (one series alone "
+               "exceeds it).")
         raise InputError(
             f"this request may take the ODE solver up to {series} series x {num_samples} "
             f"samples x {max_steps} steps = {work} steps; the budget is "
             f"{limits.max_request_solver_work} per request (LATENT_ODE_MAX_REQUEST_SOLVER_WORK). "
-            f"Split it into requests of at most {per_request} series, or ask for fewer samples "
-            "or a smaller `solver.max_steps`."
+            + fix
         )
     config = dataclasses.replace(served, rtol=rtol, atol=atol, max_steps=max_steps)
     return config, preset

@@ -84,7 +84,7 @@ async def predict(body: PredictRequest, state: State, request: Request) -> Respo
     settings = state.settings
     served = served_solver(fc.model_config.solver, rtol=settings.solver_rtol,
                            atol=settings.solver_atol, max_steps=settings.solver_max_steps)
-    solver, preset = resolve_solver(body.solver_request(), served, series=len(body.series),
+    solver, preset = resolve_solver(body.solver, served, series=len(body.series),
                                     num_samples=num_samples, limits=state.limits)
     levels = tuple(dict.fromkeys(body.quantiles))
     queries = sum(len(s.query_times) for s in body.series)

@@ -12,9 +12,16 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 from latent_ode import Forecast
 
@@ -164,6 +171,11 @@ class SolverIn(BaseModel):
     )
 
 
+def _preset_shorthand(value: Any) -> Any:
+    """``"fast"`` is short for ``{"preset": "fast"}`` (one error path for both forms)."""
+    return {"preset": value} if isinstance(value, str) else value
+
+
 class PredictRequest(BaseModel):
     """``POST /v1/predict`` body: one or many series and how to summarise the forecast."""
 
@@ -186,15 +198,16 @@ class PredictRequest(BaseModel):
     seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] | None = Field(
         None, description="Seed of the latent samples (default: settings)."
     )
-    solver: SolverPreset | SolverIn | None = Field(
+    solver: Annotated[
+        SolverIn | None,
+        BeforeValidator(_preset_shorthand),
+        WithJsonSchema({"anyOf": [{"type": "string", "enum": list(get_args(SolverPreset))},
+                                  {"$ref": "#/components/schemas/SolverIn"}, {"type": "null"}]}),
+    ] = Field(
         None, description="Speed against accuracy: a preset name (`fast`, `default`, "
         "`accurate`) or an object with `preset`, `rtol`, `atol`, `max_steps`. Default: the "
         "served settings. The answer's `solver` says what was used.",
     )
-
-    def solver_request(self) -> SolverIn | None:
-        """``solver`` as an object (a bare preset name becomes ``{"preset": name}``)."""
-        return SolverIn(preset=self.solver) if isinstance(self.solver, str) else self.solver
 
 
 class QuantileOut(BaseModel):
