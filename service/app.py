@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -29,7 +30,7 @@ from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import ApiKeyMiddleware, BodyDeadlineMiddleware, RequestContextMiddleware
 from service.model_store import ModelStore
 from service.predictor import Job, merge_pieces, run_jobs, served_solver, split_job
-from service.routes import router
+from service.routes import BODY_COMPONENTS, router
 from service.state import ServiceState
 
 __all__ = ["create_app"]
@@ -159,6 +160,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the schemas of bodies the routes parse themselves."""
+        if app.openapi_schema is None:
+            document = default_openapi()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in BODY_COMPONENTS.items():
+                schemas.setdefault(name, schema)
+        return app.openapi_schema or document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(router)
     # Added innermost first: metrics → request context → API key → body deadline → body size.

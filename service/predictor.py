@@ -11,6 +11,7 @@ it reads), and no tensor leaves it: a ``Forecast`` holds numpy arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -238,9 +239,9 @@ class Job:
     def key(self) -> tuple[int, int, int, SolverConfig | None]:
         return (id(self.model), self.num_samples, self.seed, self.solver)
 
-    @property
+    @functools.cached_property
     def work(self) -> int:
-        """Its cost for the fair queue: samples x (query times + :data:`SERIES_OVERHEAD`) per
+        """Its cost for the fair queue (computed once): samples x (query times + :data:`SERIES_OVERHEAD`) per
         series, plus the encoder's steps."""
         return sum(series_work(p.query_times.size, p.encoder_steps, self.num_samples)
                    for p in self.series)

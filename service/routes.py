@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from formats.params import flatten
+from service.bodies import body_schema, parse_json_body
 from service.errors import AdminDisabledError, AuthError
 from service.model_store import LoadedModel
 from service.predictor import (
@@ -44,7 +45,7 @@ from service.schemas import (
 )
 from service.state import State
 
-__all__ = ["router"]
+__all__ = ["BODY_COMPONENTS", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +70,23 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_PREDICT_BODY, _PREDICT_COMPONENTS = body_schema(PredictRequest)
+#: Schemas of bodies that routes parse themselves (``service.bodies``), for the OpenAPI document.
+BODY_COMPONENTS: dict[str, Any] = dict(_PREDICT_COMPONENTS)
+
+
 @router.post(
     "/v1/predict",
     response_model=PredictResponse,
     responses=_PREDICT_ERRORS,
     summary="Forecast one or many series at any query times.",
     tags=["predict"],
+    openapi_extra={"requestBody": _PREDICT_BODY},
 )
-async def predict(body: PredictRequest, state: State, request: Request) -> Response:
+async def predict(state: State, request: Request) -> Response:
     """Mean, std and quantiles per query time and channel, in the user's units."""
+    # Parsed here rather than declared: a large body is parsed off the event loop.
+    body = await parse_json_body(request, PredictRequest)
     model = state.store.require()
     fc = model.forecaster
     num_samples, seed = resolve_sampling(body.num_samples, body.seed, state.limits)
@@ -125,7 +134,7 @@ async def predict(body: PredictRequest, state: State, request: Request) -> Respo
             channels=list(fc.channels),
             time_unit=fc.time_unit,
             num_samples=num_samples,
-            solver=SolverUsed(preset=preset, method=solver.method, rtol=solver.rtol,
+            solver=SolverUsed(preset=preset or "default", method=solver.method, rtol=solver.rtol,
                               atol=solver.atol, max_steps=solver.max_steps),
             series=[
                 SeriesOut.from_forecast(s, f, levels)

@@ -202,7 +202,7 @@ class PredictRequest(BaseModel):
         SolverIn | None,
         BeforeValidator(_preset_shorthand),
         WithJsonSchema({"anyOf": [{"type": "string", "enum": list(get_args(SolverPreset))},
-                                  {"$ref": "#/components/schemas/SolverIn"}, {"type": "null"}]}),
+                                  SolverIn.model_json_schema(), {"type": "null"}]}),
     ] = Field(
         None, description="Speed against accuracy: a preset name (`fast`, `default`, "
         "`accurate`) or an object with `preset`, `rtol`, `atol`, `max_steps`. Default: the "
@@ -229,7 +229,8 @@ class SolverStatsOut(BaseModel):
 class SolverUsed(BaseModel):
     """The solver settings a request was answered with."""
 
-    preset: SolverPreset | None = Field(description="The preset asked for, if any.")
+    preset: SolverPreset = Field(description="The preset the settings started from (`default` "
+                                 "when the request named none); explicit values replace its.")
     method: str
     rtol: float
     atol: float

@@ -32,14 +32,14 @@ def _post(client: TestClient, solver: Any = None, **extra: Any) -> Any:
 
 
 @pytest.mark.parametrize(("solver", "expected"), [
-    (None, {"preset": None, "rtol": SERVED.rtol, "atol": SERVED.atol}),
+    (None, {"preset": "default", "rtol": SERVED.rtol, "atol": SERVED.atol}),
     ("default", {"preset": "default", "rtol": SERVED.rtol, "atol": SERVED.atol}),
     ("fast", {"preset": "fast", "rtol": SERVED.rtol * 10, "atol": SERVED.atol * 10}),
     ("accurate", {"preset": "accurate", "rtol": SERVED.rtol / 100, "atol": SERVED.atol / 100}),
     ({"preset": "fast"}, {"preset": "fast", "rtol": SERVED.rtol * 10, "atol": SERVED.atol * 10}),
     ({"preset": "fast", "rtol": 0.05}, {"preset": "fast", "rtol": 0.05, "atol": SERVED.atol * 10}),
     ({"rtol": 2e-4, "atol": 3e-6, "max_steps": 500},
-     {"preset": None, "rtol": 2e-4, "atol": 3e-6, "max_steps": 500}),
+     {"preset": "default", "rtol": 2e-4, "atol": 3e-6, "max_steps": 500}),
 ])
 def test_each_preset_and_explicit_values_are_used_and_echoed(
     client: TestClient, solver: Any, expected: dict[str, Any]
