@@ -157,7 +157,7 @@ class SolverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: SolverPreset | None = Field(
-        None, description="`fast` (tolerances x10), `default` (the served ones) or `accurate` "
+        None, description="`fast` (tolerances x3), `default` (the served ones) or `accurate` "
         "(tolerances / 100, within the settings' bounds)."
     )
     rtol: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
