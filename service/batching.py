@@ -5,9 +5,11 @@ Each submitted job is split into *pieces* of bounded work (``split``, e.g.
 :func:`service.predictor.split_job`: a few series, or a slice of one long series' query times),
 so the worker is never busy for more than one piece of any request. Pieces wait in a two-level
 weighted fair queue: clients (the API key or peer address the route names) take turns by the
-work they have been served, and within a client its requests take turns the same way (start-time
-fair queueing: a client or request that arrives is level with the least-served active one, so
-idle time earns no credit). A batch takes at most one piece of each request: a small request
+work they have been served, and within a client its requests take turns the same way
+(self-clocked fair queueing, Golestani 1994: the next piece is the one with the least finish tag,
+work served plus its own work; a client or request that arrives starts at the finish tag of the
+piece last handed out, so idle time earns no credit and a request waiting for its turn is not
+overtaken for ever by newcomers). A batch takes at most one piece of each request: a small request
 that arrives while a large one is being answered waits behind at most one piece of it.
 
 The first piece of a batch waits at most ``max_wait_s`` for company; the batch closes early
@@ -98,6 +100,7 @@ class _Client:
     name: str
     seq: int
     served: float = 0.0
+    clock: float = 0.0  # its requests' virtual time: where a new request of it starts
     requests: list[_Request[Any]] = field(default_factory=list)
 
 
@@ -142,6 +145,7 @@ class MicroBatcher(Generic[J]):
         self._merge = merge
         self._work = work
         self._clients: dict[str, _Client] = {}
+        self._clock = 0.0  # the clients' virtual time: where a new client starts
         self._seq = itertools.count()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -197,14 +201,13 @@ class MicroBatcher(Generic[J]):
         pieces = list(self._split(job))
         owner = self._clients.get(client)
         if owner is None:
-            # A client that arrives is level with the least-served active client: it gets its
-            # share from now on, but no credit for the time it was idle.
-            level = min((c.served for c in self._clients.values()), default=0.0)
-            owner = self._clients[client] = _Client(client, next(self._seq), served=level)
+            # A client that arrives starts at the virtual time (self-clocked fair queueing): it
+            # gets its share from now on, but no credit for the time it was idle.
+            owner = self._clients[client] = _Client(client, next(self._seq), served=self._clock,
+                                                    clock=self._clock)
         request: _Request[J] = _Request(
             job=job, client=owner, future=loop.create_future(), pieces=pieces,
-            seq=next(self._seq),
-            served=min((r.served for r in owner.requests), default=0.0),
+            seq=next(self._seq), served=owner.clock,
         )
         owner.requests.append(request)
         self._arrived.set()
@@ -237,6 +240,11 @@ class MicroBatcher(Generic[J]):
         work = self._work(piece)
         request.served += work
         request.client.served += work
+        # The virtual times advance to the finish tags just handed out, so that newcomers start
+        # level with what is being served now, not with a request still waiting for its turn
+        # (which would then wait for as long as newcomers keep arriving).
+        self._clock = max(self._clock, request.client.served)
+        request.client.clock = max(request.client.clock, request.served)
         return request, index, piece
 
     def _forget_idle(self) -> None:
