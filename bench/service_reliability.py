@@ -22,6 +22,7 @@ writes JSON (default ``bench/results/service_reliability.json``).
 
     python bench/service_reliability.py
     python bench/service_reliability.py --load-seconds 5 --soak-seconds 15 --out /tmp/r.json
+    python bench/service_reliability.py --phases noisy   # 8 clients alone, then beside the noisy one
 """
 
 from __future__ import annotations
@@ -135,8 +136,12 @@ def main() -> None:
     p.add_argument("--phase-seconds", type=float, default=10.0,
                    help="seconds of each slow-client and noisy-neighbour measurement")
     p.add_argument("--slow-clients", type=int, default=16)
+    p.add_argument("--phases", default="load,soak,slow,noisy",
+                   help="comma-separated subset of load, soak, slow, noisy (the 8 clients alone, "
+                   "the reference of slow and noisy, always run)")
     p.add_argument("--out", type=Path, default=Path("bench/results/service_reliability.json"))
     args = p.parse_args()
+    phases = set(args.phases.split(","))
 
     workdir = Path(tempfile.mkdtemp(prefix="service-reliability-"))
     tracking_uri, model_uri = register_model(workdir)
@@ -148,99 +153,116 @@ def main() -> None:
     port = int(base.rsplit(":", 1)[1])
     out: dict[str, Any] = {}
     try:
-        # Load.
-        out["load"] = phase("load, 64 clients", asyncio.run(
-            drive(base, bodies, 64, args.load_seconds, 1_000_000)))
-
-        # Soak, resident memory sampled every 5 s.
-        samples: list[tuple[float, float]] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            t0 = time.monotonic()
-            while not stop.is_set():
-                samples.append((round(time.monotonic() - t0, 1), round(rss_mib(proc.pid), 1)))
-                stop.wait(5.0)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            soak = asyncio.run(drive(base, bodies, 16, args.soak_seconds, 10_000_000))
-        finally:
-            stop.set()
-            sampler.join()
-        samples.append((round(soak["seconds"], 1), round(rss_mib(proc.pid), 1)))
-        out["soak"] = phase("soak, 16 clients", soak)
-        rss = [m for _, m in samples]
-        out["soak"] |= {"rss_mib": samples, "rss_growth_mib": rss[-1] - rss[0],
-                        "rss_max_mib": max(rss)}
-        print(f"{'':<28} rss MiB first {rss[0]:.1f}, last {rss[-1]:.1f}, max {max(rss):.1f} "
-              f"({len(rss)} samples)", flush=True)
+        if "load" in phases:
+            out["load"] = phase("load, 64 clients", asyncio.run(
+                drive(base, bodies, 64, args.load_seconds, 1_000_000)))
+        if "soak" in phases:
+            out["soak"] = soak_phase(proc, base, bodies, args.soak_seconds)
 
         # Normal clients alone: the reference of both checks below.
         alone = phase(f"{NORMAL_CLIENTS} clients alone", asyncio.run(
             drive(base, bodies, NORMAL_CLIENTS, args.phase_seconds, 1_000_000)))
         out["alone"] = alone
 
-        # Slow clients.
-        trickled: list[dict[str, Any]] = []
-
-        async def slow_clients() -> None:
-            threads = [threading.Thread(target=trickle, args=(port, trickled, 4 * BODY_TIMEOUT_S))
-                       for _ in range(args.slow_clients)]
-            for t in threads:
-                t.start()
-            await asyncio.to_thread(lambda: [t.join() for t in threads])
-
-        beside_slow = phase(f"{NORMAL_CLIENTS} clients + slow clients", asyncio.run(
-            with_background(base, bodies, args.phase_seconds, slow_clients())))
-        seconds = [t["seconds"] for t in trickled]
-        out["slow_clients"] = {
-            "trickling_clients": args.slow_clients, "body_timeout_s": BODY_TIMEOUT_S,
-            "statuses": sorted({str(t["status"]) for t in trickled}),
-            "answered_408": sum(t["status"] == 408 for t in trickled),
-            "seconds_to_answer_max": max(seconds) if seconds else None,
-            "normal_clients": beside_slow,
-            "normal_rps_ratio": beside_slow["rps"] / alone["rps"],
-        }
-        print(f"{'':<28} trickled bodies: {out['slow_clients']['answered_408']}/"
-              f"{args.slow_clients} got 408, the last after "
-              f"{out['slow_clients']['seconds_to_answer_max']:.1f} s; normal clients at "
-              f"{out['slow_clients']['normal_rps_ratio']:.2f}x their rps alone", flush=True)
-
-        # Noisy neighbour.
-        noisy = {"statuses": [], "seconds": []}
-        beside_noisy = phase(f"{NORMAL_CLIENTS} clients + noisy client", asyncio.run(
-            with_background(base, bodies, args.phase_seconds,
-                            noisy_loop(base, noisy_body(), noisy))))
-        out["noisy_neighbour"] = {
-            "noisy_request": {"series": 1, "query_times": 10_000, "num_samples": 16},
-            "noisy_requests_answered": len(noisy["seconds"]),
-            "noisy_statuses": sorted({str(s) for s in noisy["statuses"]}),
-            "noisy_p50_s": float(np.median(noisy["seconds"])) if noisy["seconds"] else None,
-            "normal_clients": beside_noisy,
-            "normal_rps_ratio": beside_noisy["rps"] / alone["rps"],
-            "normal_p99_ratio": beside_noisy["p99_ms"] / alone["p99_ms"],
-        }
-        print(f"{'':<28} normal clients at {out['noisy_neighbour']['normal_rps_ratio']:.2f}x "
-              f"their rps alone (p99 {out['noisy_neighbour']['normal_p99_ratio']:.2f}x); the "
-              f"noisy client got {len(noisy['seconds'])} answers "
-              f"{out['noisy_neighbour']['noisy_statuses']}", flush=True)
+        if "slow" in phases:
+            out["slow_clients"] = slow_phase(port, base, bodies, args, alone)
+        if "noisy" in phases:
+            out["noisy_neighbour"] = noisy_phase(base, bodies, args, alone)
     finally:
         stop_service(proc)
 
-    out["errors"] = sum(out[k]["errors"] for k in ("load", "soak", "alone")) + sum(
-        out[k]["normal_clients"]["errors"] for k in ("slow_clients", "noisy_neighbour"))
+    out["errors"] = sum(out[k]["errors"] for k in ("load", "soak", "alone") if k in out) + sum(
+        out[k]["normal_clients"]["errors"] for k in ("slow_clients", "noisy_neighbour")
+        if k in out)
     print(f"\nerrors of normal requests over all phases: {out['errors']} (target 0)")
     write_results(args.out, {
         **out,
         "settings": {"body_timeout_s": BODY_TIMEOUT_S, "load_seconds": args.load_seconds,
-                     "soak_seconds": args.soak_seconds, "phase_seconds": args.phase_seconds},
+                     "soak_seconds": args.soak_seconds, "phase_seconds": args.phase_seconds,
+                     "phases": sorted(phases)},
         "workload": {"observations": 50, "query_times": 50, "num_samples": 32,
                      "series_per_request": 1},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
     })
+
+
+def soak_phase(proc: Any, base: str, bodies: list[bytes], seconds: float) -> dict[str, Any]:
+    """16 clients for ``seconds``, the server's resident memory sampled every 5 s."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.is_set():
+            samples.append((round(time.monotonic() - t0, 1), round(rss_mib(proc.pid), 1)))
+            stop.wait(5.0)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        soak = asyncio.run(drive(base, bodies, 16, seconds, 10_000_000))
+    finally:
+        stop.set()
+        sampler.join()
+    samples.append((round(soak["seconds"], 1), round(rss_mib(proc.pid), 1)))
+    out = phase("soak, 16 clients", soak)
+    rss = [m for _, m in samples]
+    out |= {"rss_mib": samples, "rss_growth_mib": rss[-1] - rss[0], "rss_max_mib": max(rss)}
+    print(f"{'':<28} rss MiB first {rss[0]:.1f}, last {rss[-1]:.1f}, max {max(rss):.1f} "
+          f"({len(rss)} samples)", flush=True)
+    return out
+
+
+def slow_phase(port: int, base: str, bodies: list[bytes], args: argparse.Namespace,
+               alone: dict[str, Any]) -> dict[str, Any]:
+    """Normal clients while ``--slow-clients`` sockets trickle their bodies."""
+    trickled: list[dict[str, Any]] = []
+
+    async def slow_clients() -> None:
+        threads = [threading.Thread(target=trickle, args=(port, trickled, 4 * BODY_TIMEOUT_S))
+                   for _ in range(args.slow_clients)]
+        for t in threads:
+            t.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+
+    beside_slow = phase(f"{NORMAL_CLIENTS} clients + slow clients", asyncio.run(
+        with_background(base, bodies, args.phase_seconds, slow_clients())))
+    seconds = [t["seconds"] for t in trickled]
+    out = {
+        "trickling_clients": args.slow_clients, "body_timeout_s": BODY_TIMEOUT_S,
+        "statuses": sorted({str(t["status"]) for t in trickled}),
+        "answered_408": sum(t["status"] == 408 for t in trickled),
+        "seconds_to_answer_max": max(seconds) if seconds else None,
+        "normal_clients": beside_slow,
+        "normal_rps_ratio": beside_slow["rps"] / alone["rps"],
+    }
+    print(f"{'':<28} trickled bodies: {out['answered_408']}/{args.slow_clients} got 408, the "
+          f"last after {out['seconds_to_answer_max']:.1f} s; normal clients at "
+          f"{out['normal_rps_ratio']:.2f}x their rps alone", flush=True)
+    return out
+
+
+def noisy_phase(base: str, bodies: list[bytes], args: argparse.Namespace,
+                alone: dict[str, Any]) -> dict[str, Any]:
+    """Normal clients while one client keeps sending large requests within the budget."""
+    noisy: dict[str, list[Any]] = {"statuses": [], "seconds": []}
+    beside_noisy = phase(f"{NORMAL_CLIENTS} clients + noisy client", asyncio.run(
+        with_background(base, bodies, args.phase_seconds,
+                        noisy_loop(base, noisy_body(), noisy))))
+    out = {
+        "noisy_request": {"series": 1, "query_times": 10_000, "num_samples": 16},
+        "noisy_requests_answered": len(noisy["seconds"]),
+        "noisy_statuses": sorted({str(s) for s in noisy["statuses"]}),
+        "noisy_p50_s": float(np.median(noisy["seconds"])) if noisy["seconds"] else None,
+        "normal_clients": beside_noisy,
+        "normal_rps_ratio": beside_noisy["rps"] / alone["rps"],
+        "normal_p99_ratio": beside_noisy["p99_ms"] / alone["p99_ms"],
+    }
+    print(f"{'':<28} normal clients at {out['normal_rps_ratio']:.2f}x their rps alone (p99 "
+          f"{out['normal_p99_ratio']:.2f}x); the noisy client got {len(noisy['seconds'])} "
+          f"answers {out['noisy_statuses']}", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -113,6 +113,19 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long the first request of a batch waits for company."
     )
+    batch_chunk_work: int = Field(
+        32_768,
+        ge=1,
+        description="Most work per piece: larger requests are split into pieces of at most this "
+        "much (a few series, or a slice of one series' query times) that the fair queue "
+        "interleaves with other requests, so a small request waits behind at most one piece of "
+        "a large one. Work of a series: samples x (query times + 64) + encoder steps.",
+    )
+    batch_max_work: int = Field(
+        262_144,
+        ge=1,
+        description="Most work in one predict call (the same units; one piece may exceed it).",
+    )
 
     torch_threads: int = Field(
         1,
@@ -149,7 +162,25 @@ class Settings(BaseSettings):
         None, gt=0, description="Absolute tolerance of the ODE solver; unset: the served "
         "model's own."
     )
-    solver_max_steps: int = Field(2_000, ge=1, description="Step budget per series and request.")
+    solver_max_steps: int = Field(
+        2_000, ge=1, description="Step budget per series and request, and the most steps a "
+        "request's `solver.max_steps` may ask for."
+    )
+    solver_min_rtol: float = Field(
+        1e-6, gt=0, lt=1, description="The tightest relative tolerance a request's `solver` may "
+        "ask for (the model computes in float32: tighter buys nothing)."
+    )
+    solver_min_atol: float = Field(
+        1e-7, gt=0, lt=1, description="The tightest absolute tolerance a request's `solver` may "
+        "ask for."
+    )
+    max_request_solver_work: int = Field(
+        131_072_000,
+        ge=1,
+        description="Most series x samples x solver max_steps per request: the steps the ODE "
+        "solver may take for it at worst (default: 256 series x 256 samples x 2,000 steps, what "
+        "the other limits allow at the default step limit).",
+    )
     default_num_samples: int = Field(
         32, ge=1, description="Latent samples when a request names none."
     )

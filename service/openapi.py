@@ -345,11 +345,12 @@ def install_openapi(app: FastAPI, state: ServiceState) -> None:
     """Make ``app.openapi()`` (``/openapi.json``) carry the served model's examples."""
     # The model the document was built for, and the document: only the current one is kept.
     built: list[Any] = [object(), None]
+    previous = app.openapi  # FastAPI's document (and what the app adds to it), cached on the app
 
     def openapi() -> dict[str, Any]:
         model = state.store.current
         if built[0] is not model:
-            base = FastAPI.openapi(app)  # FastAPI's own document, cached on the app
+            base = previous()
             built[:] = [model, _document(base, state, model)]
         return built[1]
 

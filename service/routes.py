@@ -10,11 +10,12 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Security
+from fastapi import APIRouter, Body, Depends, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from formats.params import flatten
+from service.bodies import body_schema, parse_json_body
 from service.content import FRAME_ANSWER_CONTENT
 from service.errors import AdminDisabledError, AuthError
 from service.metrics import CONTENT_TYPE_LATEST
@@ -26,6 +27,8 @@ from service.predictor import (
     check_work_budget,
     prepare_series,
     resolve_sampling,
+    resolve_solver,
+    served_solver,
 )
 from service.redaction import redact
 from service.schemas import (
@@ -39,10 +42,11 @@ from service.schemas import (
     ReloadResponse,
     SeriesOut,
     ServedModel,
+    SolverUsed,
 )
 from service.state import State
 
-__all__ = ["router"]
+__all__ = ["BODY_COMPONENTS", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +76,31 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_PREDICT_BODY, _PREDICT_COMPONENTS = body_schema(PredictRequest)
+#: Schemas of bodies that routes parse themselves (``service.bodies``), for the OpenAPI document.
+BODY_COMPONENTS: dict[str, Any] = dict(_PREDICT_COMPONENTS)
+
+
 @router.post(
     "/v1/predict",
     response_model=PredictResponse,
     responses=_PREDICT_ERRORS,
     summary="Forecast one or many series at any query times.",
     tags=["predict"],
+    openapi_extra={"requestBody": _PREDICT_BODY},
 )
-async def predict(body: PredictRequest, state: State) -> Response:
+async def predict(state: State, request: Request) -> Response:
     """Mean, std and quantiles per query time and channel, in the user's units."""
+    # Parsed here rather than declared: a large body is parsed off the event loop.
+    body = await parse_json_body(request, PredictRequest)
     model = state.store.require()
     fc = model.forecaster
     num_samples, seed = resolve_sampling(body.num_samples, body.seed, state.limits)
+    settings = state.settings
+    served = served_solver(fc.model_config.solver, rtol=settings.solver_rtol,
+                           atol=settings.solver_atol, max_steps=settings.solver_max_steps)
+    solver, preset = resolve_solver(body.solver, served, series=len(body.series),
+                                    num_samples=num_samples, limits=state.limits)
     levels = tuple(dict.fromkeys(body.quantiles))
     queries = sum(len(s.query_times) for s in body.series)
     # From counts alone, before any conversion: an oversized request costs nothing more.
@@ -110,8 +127,12 @@ async def predict(body: PredictRequest, state: State) -> Response:
         prepared = prepare()
     else:
         prepared = await anyio.to_thread.run_sync(prepare)
-    job = Job(model=model, series=prepared, num_samples=num_samples, seed=seed, quantiles=levels)
-    forecasts = await state.batcher.submit(job)
+    job = Job(model=model, series=prepared, num_samples=num_samples, seed=seed, quantiles=levels,
+              solver=solver)
+    # Clients take turns in the batcher's fair queue: the peer address names a client (behind
+    # a proxy, uvicorn's --forwarded-allow-ips makes it the forwarded one).
+    client = request.client.host if request.client is not None else ""
+    forecasts = await state.batcher.submit(job, client=client)
 
     def answer() -> bytes:
         response = PredictResponse(
@@ -119,6 +140,8 @@ async def predict(body: PredictRequest, state: State) -> Response:
             channels=list(fc.channels),
             time_unit=fc.time_unit,
             num_samples=num_samples,
+            solver=SolverUsed(preset=preset or "default", method=solver.method, rtol=solver.rtol,
+                              atol=solver.atol, max_steps=solver.max_steps),
             series=[
                 SeriesOut.from_forecast(s, f, levels)
                 for s, f in zip(body.series, forecasts, strict=True)

@@ -12,9 +12,16 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 from latent_ode import Forecast
 
@@ -32,7 +39,9 @@ __all__ = [
     "SeriesIn",
     "SeriesOut",
     "ServedModel",
+    "SolverIn",
     "SolverStatsOut",
+    "SolverUsed",
 ]
 
 
@@ -137,6 +146,36 @@ _EXAMPLE_REQUEST: dict[str, Any] = {
 QUANTILE_RANGE = (1e-6, 1 - 1e-6)
 
 
+SolverPreset = Literal["fast", "default", "accurate"]
+
+
+class SolverIn(BaseModel):
+    """How precisely to solve the latent ODE: a preset and/or explicit values (which replace
+    the preset's). Bounded by the service's settings: tighter tolerances or more steps than
+    they allow are refused (422, with the bound)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: SolverPreset | None = Field(
+        None, description="`fast` (tolerances x3), `default` (the served ones) or `accurate` "
+        "(tolerances / 100, within the settings' bounds)."
+    )
+    rtol: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
+        None, description="Relative tolerance (at least LATENT_ODE_SOLVER_MIN_RTOL)."
+    )
+    atol: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
+        None, description="Absolute tolerance (at least LATENT_ODE_SOLVER_MIN_ATOL)."
+    )
+    max_steps: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        None, description="Step limit per series (at most LATENT_ODE_SOLVER_MAX_STEPS)."
+    )
+
+
+def _preset_shorthand(value: Any) -> Any:
+    """``"fast"`` is short for ``{"preset": "fast"}`` (one error path for both forms)."""
+    return {"preset": value} if isinstance(value, str) else value
+
+
 class PredictRequest(BaseModel):
     """``POST /v1/predict`` body: one or many series and how to summarise the forecast."""
 
@@ -159,6 +198,16 @@ class PredictRequest(BaseModel):
     seed: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] | None = Field(
         None, description="Seed of the latent samples (default: settings)."
     )
+    solver: Annotated[
+        SolverIn | None,
+        BeforeValidator(_preset_shorthand),
+        WithJsonSchema({"anyOf": [{"type": "string", "enum": list(get_args(SolverPreset))},
+                                  SolverIn.model_json_schema(), {"type": "null"}]}),
+    ] = Field(
+        None, description="Speed against accuracy: a preset name (`fast`, `default`, "
+        "`accurate`) or an object with `preset`, `rtol`, `atol`, `max_steps`. Default: the "
+        "served settings. The answer's `solver` says what was used.",
+    )
 
 
 class QuantileOut(BaseModel):
@@ -175,6 +224,17 @@ class SolverStatsOut(BaseModel):
     rtol: float
     atol: float
     nfe: int = Field(description="Number of evaluations of the ODE right-hand side.")
+
+
+class SolverUsed(BaseModel):
+    """The solver settings a request was answered with."""
+
+    preset: SolverPreset = Field(description="The preset the settings started from (`default` "
+                                 "when the request named none); explicit values replace its.")
+    method: str
+    rtol: float
+    atol: float
+    max_steps: int
 
 
 class SeriesOut(BaseModel):
@@ -232,6 +292,8 @@ class PredictResponse(BaseModel):
     channels: list[str]
     time_unit: str
     num_samples: int
+    solver: SolverUsed = Field(description="The solver settings used (see the request's "
+                               "`solver`); each series' `solver` says what its solve cost.")
     series: list[SeriesOut]
 
     model_config = ConfigDict(protected_namespaces=())
