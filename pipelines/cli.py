@@ -287,6 +287,20 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     _say(f"pipeline run {result.parent_run_id} in experiment {cfg.mlflow.experiment!r}: "
          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in keys))
     _say(_register_summary(result.register))
+    _say(f"in the MLflow UI: {_run_address(result.parent_run_id)} (docs/pipelines.md, "
+         "\"Browsing the runs in the MLflow UI\")")
+
+
+def _run_address(run_id: str) -> str:
+    """The run's page on the tracking server, or where to find it with ``mlflow ui``."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    exp = mlflow.get_run(run_id).info.experiment_id
+    page = f"#/experiments/{exp}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -511,6 +525,9 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # read when mlflow is imported
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Not MLflow's two "View run" lines on stdout per run (five runs per pipeline run): the
+    # pipeline's summary gives the parent run's address once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT,
                         datefmt=LOG_DATE_FORMAT)
     mlflow_logger = logging.getLogger("mlflow")

@@ -435,7 +435,7 @@ class _StepCounter:
         for step in self.steps[after:]:
             if step == "train":
                 if self.train_budget_s is None:
-                    return "time left unknown (no train.max_time_s)"
+                    return "time left unknown without train.max_time_s"
                 left += self.train_budget_s
             elif others:
                 left += sum(others) / len(others)

@@ -193,3 +193,34 @@ def test_the_console_and_the_mlflow_store_of_a_tiny_pipeline_run(
     out = model.predict(example_frame)
     assert list(out["time"]) == list(example_frame.loc[example_frame["query"], "time"])
     assert np.isfinite(out["x_mean"]).all()
+
+
+def test_the_step_counter_logs_k_of_n_the_elapsed_time_and_the_time_left(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The estimate: the training budget for a train step to come, the mean of the finished
+    other steps for each other step."""
+    import logging
+
+    from pipelines import pipeline
+
+    clock = [100.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+    caplog.set_level(logging.INFO, logger="pipelines.pipeline")
+    steps = ("ingest", "train", "evaluate", "register")
+    counter = pipeline._StepCounter(steps, train_budget_s=600)
+    for step, seconds in zip(steps, (10, 500, 20, 0), strict=True):
+        with counter.step(step):
+            clock[0] += seconds
+    counter.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 1/4: ingest (elapsed 0:00, about 10:00 left)",
+        "step 2/4: train (elapsed 0:10, about 10:20 left)",
+        "step 3/4: evaluate (elapsed 8:30, about 0:20 left)",
+        "step 4/4: register (elapsed 8:50, about 0:15 left)",
+    ]
+    caplog.clear()
+    with pipeline._StepCounter(steps, train_budget_s=None).step("ingest"):
+        pass
+    assert caplog.records[0].getMessage() == (
+        "step 1/4: ingest (elapsed 0:00, time left unknown without train.max_time_s)")
