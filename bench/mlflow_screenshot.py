@@ -104,8 +104,8 @@ def _shoot(uri: str, exp_id: str, parent: str, train: str, out_dir: Path, chromi
                 break
 
         def unfold_parent() -> None:  # the button left of the run name shows the step runs
-            cell = page.get_by_text("pipeline periodic").first.locator("xpath=ancestor::span[1]")
-            cell.locator("xpath=ancestor::span[@role='presentation'][1]//button").first.click()
+            name = page.get_by_text("pipeline periodic").first
+            name.locator("xpath=ancestor::span[@role='presentation'][1]//button").first.click()
             page.get_by_text("evaluate", exact=True).first.wait_for(timeout=30_000)
             time.sleep(1.0)
 
