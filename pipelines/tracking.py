@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,12 +215,19 @@ def log_split_inputs(frames: dict[str, pd.DataFrame], source: DataSource, *, nam
     """
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
+    if source.kind == "file":
+        # MLflow registers its local-file source class twice (for the URI schemes "" and
+        # "file"), so resolving a path warns "can be interpreted in multiple ways" although both
+        # readings are the same class. Resolve once, knowing that; log the resolved source.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The specified dataset source can be "
+                                    "interpreted in multiple ways", category=UserWarning)
+            src: DatasetSource = resolve_dataset_source(source.uri)
+    else:
+        src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
     for split, frame in frames.items():
-        if source.kind == "file":
-            src: str | DatasetSource = source.uri
-        else:
-            src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
         dataset = mlflow.data.from_pandas(frame, source=src, name=f"{name}-{split}")
         mlflow.log_input(dataset, context=split)
 

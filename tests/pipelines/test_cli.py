@@ -187,7 +187,7 @@ def test_steps_run_on_their_own(mlflow_env: str, tmp_path: Path,
     out = run("evaluate", "--config", cfg, "--train-run", train_id, "--data", "split")
     assert "test/forecast/mse=" in out and "val/forecast/skill=" in out
     out = run("register", "--config", cfg, "--train-run", train_id, "--evaluate-run", eval_id)
-    assert f"\nregistered {name} version 1, promoted to champion: no current" in out
+    assert out.startswith(f"registered {name} version 1, promoted to champion: no current")
 
     client = MlflowClient()
     assert client.get_run(train_id).data.tags["latent_ode.data_run_id"] == ingest_id

@@ -181,7 +181,8 @@ def test_the_console_and_the_mlflow_store_of_a_tiny_pipeline_run(
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1",
                                                          dst_path=str(tmp_path / "model")))
     mlmodel = (model_dir / "MLmodel").read_text()
-    assert "python_model.pkl" not in mlmodel and "cloudpickle" not in mlmodel
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel
+    assert "python_model.pkl" not in mlmodel
     assert not list(model_dir.rglob("*.pkl"))
     info = mlflow.models.get_model_info(f"models:/{name}/1")
     assert info.signature.inputs.input_names() == ["series_id", "time", "query", "x"]

@@ -154,7 +154,8 @@ def test_pipeline_against_a_tracking_server(
     assert main(["pipeline", "run", "--config", str(worse)]) == 0
     versions = {v.version for v in client.search_model_versions(f"name='{name}'")}
     assert versions == {"1", "2"}
-    v2_run = client.get_run(client.get_model_version(name, "2").run_id)
+    v2 = client.get_model_version(name, "2")
+    v2_run = client.get_run(v2.tags["latent_ode.register_run_id"])  # the decision's run
     assert v2_run.data.metrics["val_loss"] > result.metrics["val_loss"]  # it really is worse
     assert v2_run.data.tags["promoted"] == "false"
     assert client.get_model_version_by_alias(name, "champion").version == "1"
