@@ -299,7 +299,11 @@ def _run_address(run_id: str) -> str:
     exp = mlflow.get_run(run_id).info.experiment_id
     page = f"#/experiments/{exp}/runs/{run_id}"
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{page}"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(uri)  # never print credentials written into the URI
+        host = (parts.hostname or "") if parts.port is None else f"{parts.hostname}:{parts.port}"
+        return f"{parts.scheme}://{host}{parts.path.rstrip('/')}/{page}"
     return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 

@@ -248,3 +248,23 @@ def test_train_under_torchrun_trains_together_and_logs_once(
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == list(range(1, steps + 1))  # logged once per step
     assert (tmp_path / "ckpt" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize(("uri", "address"), [
+    ("https://user:secret@mlflow.example:8443/base/",
+     "https://mlflow.example:8443/base/#/experiments/7/runs/r1"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000/#/experiments/7/runs/r1"),
+    ("sqlite:///work/mlflow.db", "`mlflow ui --backend-store-uri sqlite:///work/mlflow.db`, then "
+                                 "http://127.0.0.1:5000/#/experiments/7/runs/r1"),
+])
+def test_the_run_address_in_the_summary_never_shows_credentials(
+    uri: str, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from pipelines.cli import _run_address
+
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
+    monkeypatch.setattr(mlflow, "get_run", lambda run_id: types.SimpleNamespace(
+        info=types.SimpleNamespace(experiment_id="7")))
+    assert _run_address("r1") == address
