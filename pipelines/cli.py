@@ -12,19 +12,28 @@ Commands (``latent-ode COMMAND --help`` for each)::
                             [--resume] [--force]
     latent-ode predict --model URI|DIR --data-file FILE --out FILE [--horizon H --every DT]
                        [--quantiles 0.05,0.5,0.95] [--num-samples N] [--seed S]
+    latent-ode spark-predict --model URI|DIR --data PATH --out FOLDER [--master URL] [...]
     latent-ode backtest --model URI (--data-file FILE | --data DIR | --data-run RUN)
                         [--cuts K | --cut-times T ...] [--horizon H] [--out FILE] [--experiment E]
-    latent-ode serve [--host HOST] [--port PORT]
+    latent-ode serve [--host HOST] [--port PORT] [--model-uri URI]
     latent-ode quickstart [--config CFG] [--workdir DIR] [--host HOST] [--port PORT] [--no-serve]
 
 Errors a user can fix (bad data, bad config, an unknown run) print one line ``error: ...`` and
-exit with code 2; anything else is a bug and shows its traceback.
+exit with code 2; anything else is a bug and shows its traceback. ``latent-ode --version`` prints
+the package version.
+
+The console: one log format (``YYYY-MM-DD HH:MM:SS LEVEL logger: message``) for our loggers,
+MLflow's and Python warnings alike, plain text (no colour codes); no artifact download bars
+(``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false`` unless set); progress bars only on a terminal,
+with log lines written above them (``tqdm.contrib.logging.logging_redirect_tqdm``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -283,6 +292,24 @@ def _cmd_pipeline_run(args: argparse.Namespace) -> None:
     _say(f"pipeline run {result.parent_run_id} in experiment {cfg.mlflow.experiment!r}: "
          + ", ".join(f"{k}={result.metrics[k]:.4g}" for k in keys))
     _say(_register_summary(result.register))
+    _say(f"in the MLflow UI: {_run_address(result.parent_run_id)} (docs/pipelines.md, "
+         "\"Browsing the runs in the MLflow UI\")")
+
+
+def _run_address(run_id: str) -> str:
+    """The run's page on the tracking server, or where to find it with ``mlflow ui``."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    exp = mlflow.get_run(run_id).info.experiment_id
+    page = f"#/experiments/{exp}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(uri)  # never print credentials written into the URI
+        host = (parts.hostname or "") if parts.port is None else f"{parts.hostname}:{parts.port}"
+        return f"{parts.scheme}://{host}{parts.path.rstrip('/')}/{page}"
+    return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 
 def _cmd_spark_predict(args: argparse.Namespace) -> None:
@@ -391,9 +418,11 @@ def _cmd_backtest(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
+    from service.config import Settings
     from service.server import run  # the service's dependencies load only for this command
 
-    run(host=args.host, port=args.port)
+    overrides = {"model_uri": args.model_uri} if args.model_uri else {}
+    run(host=args.host, port=args.port, settings=Settings(**overrides))
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
@@ -432,6 +461,26 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+_MODEL_URI = re.compile(r"^models:/[^/@\s]+(@[^/@\s]+|/[0-9]+)$")
+
+
+def _model_uri(text: str) -> str:
+    if not _MODEL_URI.match(text):
+        raise argparse.ArgumentTypeError(
+            f"must be models:/NAME@ALIAS or models:/NAME/VERSION; got {text!r}")
+    return text
+
+
+def package_version() -> str:
+    """The installed ``latent-ode`` package's version (``unknown`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latent-ode")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``latent-ode`` (every command has ``--help``)."""
     parser = argparse.ArgumentParser(
@@ -441,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="make long-format data files",
@@ -652,9 +702,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_backtest)
 
     srv = sub.add_parser("serve", help="run the REST service",
-                         description="Serve models:/<name>@champion over HTTP.")
+                         description="Serve a registered model (default models:/latent-ode@"
+                                     "champion) over HTTP.")
     srv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     srv.add_argument("--port", type=int, default=8000, help="default 8000")
+    srv.add_argument("--model-uri", type=_model_uri, default=None, metavar="URI",
+                     help="models:/NAME@ALIAS or models:/NAME/VERSION; default: "
+                          "$LATENT_ODE_MODEL_URI or models:/latent-ode@champion")
     srv.set_defaults(func=_cmd_serve)
 
     qs = sub.add_parser("quickstart", help="demo: generate data, train, register, serve",
@@ -676,10 +730,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_QUIET_LIBRARIES = ("alembic", "sqlalchemy", "huey", "urllib3", "matplotlib", "PIL")
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
+    """One handler and one format for every logger: ours, MLflow's (which otherwise installs its
+    own, coloured, with another timestamp format) and Python warnings."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # read when mlflow is imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Not MLflow's two "View run" lines on stdout per run (five runs per pipeline run): the
+    # pipeline's summary gives the parent run's address once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT,
+                        datefmt=LOG_DATE_FORMAT)
+    mlflow_logger = logging.getLogger("mlflow")
+    mlflow_logger.handlers = []  # had mlflow been imported already, its handler goes
+    mlflow_logger.propagate = True
+    mlflow_logger.setLevel(logging.NOTSET)
+    for name in _QUIET_LIBRARIES:  # their INFO lines (database migrations) are not ours
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -692,11 +765,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     func: Callable[[argparse.Namespace], None] = args.func
     from mlflow.exceptions import MlflowException
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from latent_ode.errors import LatentODEError
 
     try:
-        func(args)
+        with logging_redirect_tqdm():
+            func(args)
     except (LatentODEError, MlflowException) as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")
         return EXIT_USAGE

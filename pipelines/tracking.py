@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,16 +26,18 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 
 from formats.model_artifact import FORECASTER_ARTIFACT
 from pipelines.config import flatten_params
-from pipelines.pyfunc import LatentODEPyfunc, model_signature
+from pipelines.pyfunc import model_signature
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.data.dataset_source import DatasetSource
+    from mlflow.types.schema import Schema
 
-    from latent_ode import TrainEvent
+    from latent_ode import Forecaster, TrainEvent
     from pipelines.steps.ingest import DataSource
 
 __all__ = [
@@ -44,6 +47,11 @@ __all__ = [
     "MetricsLogger",
     "MlflowRegistry",
     "IDENTITY_TAGS",
+    "LOSS_CURVES",
+    "MODEL_ARTIFACT",
+    "TAG_DESCRIPTION",
+    "TAG_EVALUATE_RUN",
+    "TAG_REGISTER_RUN",
     "TAG_CONFIG_HASH",
     "TAG_DATA_DIGEST",
     "TAG_KIND",
@@ -52,11 +60,17 @@ __all__ = [
     "environment_tags",
     "find_runs",
     "git_commit",
+    "input_example",
+    "input_schema",
+    "log_pyfunc_model",
+    "logged_model_uri",
     "list_artifacts",
     "log_config",
     "log_split_inputs",
     "data_digest",
     "mark_killed",
+    "metric_history",
+    "set_description",
     "set_experiment",
     "start_run",
 ]
@@ -69,9 +83,20 @@ TAG_CONFIG_HASH = "latent_ode.config_hash"
 TAG_DATA_RUN = "latent_ode.data_run_id"
 TAG_TRAIN_RUN = "latent_ode.train_run_id"
 TAG_DATA_DIGEST = "latent_ode.data_digest"
+TAG_EVALUATE_RUN = "latent_ode.evaluate_run_id"
+TAG_REGISTER_RUN = "latent_ode.register_run_id"
+"""On a model version: the register run that created it (its source run is the train run)."""
+TAG_DESCRIPTION = "mlflow.note.content"
+"""The tag MLflow shows as a run's description (Markdown)."""
 IDENTITY_TAGS = (TAG_TRAIN_RUN, TAG_CONFIG_HASH, TAG_DATA_DIGEST)
 """The tags, set when a model version is created, that say which training it holds."""
 CONFIG_ARTIFACT = "config.json"
+MODEL_ARTIFACT = "model"
+"""The name of the logged pyfunc model (``runs:/<train run>/model``)."""
+LOSS_CURVES = {"train_loss": "loss/train", "val_loss": "loss/val"}
+"""Training metrics also logged under a shared ``loss/`` prefix, so that the MLflow UI shows the
+training and validation loss side by side in one section of the run's charts."""
+_PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -160,7 +185,8 @@ class MetricsLogger:
     """A ``fit`` callback that logs every event's metrics to the active run.
 
     Step events are logged at their step; epoch events at the step they end on, so all curves
-    share the x-axis "optimisation step"; ``epoch`` is logged alongside.
+    share the x-axis "optimisation step"; ``epoch`` is logged alongside, and the losses also
+    under :data:`LOSS_CURVES`' names (``loss/train``, ``loss/val``).
 
     Args:
         on_epoch: called after each epoch event (e.g. to upload the latest checkpoint).
@@ -173,6 +199,7 @@ class MetricsLogger:
         metrics = {k: float(v) for k, v in event.metrics.items()}
         if event.kind == "epoch":
             metrics["epoch"] = float(event.epoch)
+        metrics |= {alias: metrics[k] for k, alias in LOSS_CURVES.items() if k in metrics}
         mlflow.log_metrics(metrics, step=int(event.step))
         if event.kind == "epoch" and self._on_epoch is not None:
             self._on_epoch(event)
@@ -188,14 +215,87 @@ def log_split_inputs(frames: dict[str, pd.DataFrame], source: DataSource, *, nam
     """
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
+    if source.kind == "file":
+        # MLflow registers its local-file source class twice (for the URI schemes "" and
+        # "file"), so resolving a path warns "can be interpreted in multiple ways" although both
+        # readings are the same class. Resolve once, knowing that; log the resolved source.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The specified dataset source can be "
+                                    "interpreted in multiple ways", category=UserWarning)
+            src: DatasetSource = resolve_dataset_source(source.uri)
+    else:
+        src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
     for split, frame in frames.items():
-        if source.kind == "file":
-            src: str | DatasetSource = source.uri
-        else:
-            src = CodeDatasetSource(tags={"kind": source.kind, "uri": source.uri, **source.tags})
         dataset = mlflow.data.from_pandas(frame, source=src, name=f"{name}-{split}")
         mlflow.log_input(dataset, context=split)
+
+
+def input_schema(channels: list[str]) -> Schema:
+    """The pyfunc input schema: ``series_id`` and ``time`` (numbers or text, so ids like ``17``
+    and ISO-8601 times pass), an optional boolean ``query``, one optional number column per
+    channel (NaN or absent = not observed)."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    return Schema([ColSpec(AnyType(), "series_id"), ColSpec(AnyType(), "time"),
+                   ColSpec("boolean", "query", required=False),
+                   *[ColSpec("double", c, required=False) for c in channels]])
+
+
+def input_example(forecaster: Forecaster) -> pd.DataFrame:
+    """A tiny synthetic input frame for ``forecaster`` (never training data): one series, four
+    observations of a sine around each channel's normalisation centre, two query times after."""
+    import numpy as np
+    import pandas as pd
+
+    norm = forecaster.normaliser
+    span = float(norm.time_scale) if np.isfinite(norm.time_scale) else 1.0
+    times = np.linspace(0.0, span, 6)
+    wave = np.sin(np.linspace(0.0, np.pi, 4))[:, None]  # (4, 1)
+    values = np.asarray(norm.loc, float)[None, :] + 0.5 * np.asarray(norm.scale, float)[None, :] * wave
+    frame = pd.DataFrame({"series_id": "example", "time": times, "query": [False] * 4 + [True] * 2})
+    for j, c in enumerate(forecaster.channels):
+        frame[c] = np.concatenate([values[:, j], [np.nan, np.nan]])
+    return frame
+
+
+def log_pyfunc_model(forecaster_dir: Path, *, metadata: dict[str, Any] | None = None) -> str:
+    """Log the forecaster in ``forecaster_dir`` as the pyfunc model ``model`` of the active run.
+
+    Models-from-code (:mod:`pipelines.pyfunc_model`), so nothing is pickled; with an input
+    schema built from the model's channels, the inference params of
+    :func:`pipelines.pyfunc.model_signature`, and an input example (:func:`input_example`).
+
+    Returns:
+        The logged model's URI.
+    """
+    from latent_ode import Forecaster
+
+    fc = Forecaster.load(forecaster_dir)
+    signature = ModelSignature(inputs=input_schema(list(fc.channels)),
+                               params=model_signature().params)
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(_PYFUNC_CODE),
+        artifacts={FORECASTER_ARTIFACT: str(forecaster_dir)},
+        signature=signature,
+        input_example=(input_example(fc), {"num_samples": 4, "seed": 0}),
+        pip_requirements=_pip_requirements(),
+        metadata=metadata or {},
+    )
+    return str(info.model_uri)
+
+
+def logged_model_uri(run_id: str) -> str | None:
+    """The URI of the pyfunc model that run ``run_id`` logged, or ``None`` (a train run logged
+    before models were logged from the train run)."""
+    experiment = MlflowClient().get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
+        output_format="list")
+    return f"models:/{found[0].model_id}" if found else None
 
 
 def download_artifacts(run_id: str, artifact_path: str, dst: str | Path) -> Path:
@@ -242,6 +342,17 @@ def data_digest(train_run_id: str) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
+def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every value of metric ``name`` in run ``run_id``, by step."""
+    history = MlflowClient().get_metric_history(run_id, name)
+    return sorted((int(m.step), float(m.value)) for m in history)
+
+
+def set_description(run_id: str, text: str) -> None:
+    """Set run ``run_id``'s description (Markdown; the run page's "Description")."""
+    MlflowClient().set_tag(run_id, TAG_DESCRIPTION, text)
+
+
 def mark_killed(run_id: str) -> bool:
     """Mark run ``run_id`` KILLED if it is still RUNNING (its process died mid-step).
 
@@ -279,14 +390,21 @@ class Champion:
 class MlflowRegistry:
     """Model registry operations used by :func:`pipelines.steps.register.register`.
 
+    The version's source is ``model_uri`` (the model the train run logged, so the version links
+    to the run with the training curves) or, without one, a model logged in the active run.
+    Each version is tagged with the active (register) run, whose metrics are the ones the
+    decision compared: :meth:`champion` reads them from there.
+
     Args:
         name: the registered model name.
         alias: the alias that marks the served version (``champion``).
+        model_uri: the logged model to register; ``None`` logs one from the forecaster folder.
     """
 
-    def __init__(self, name: str, alias: str = "champion") -> None:
+    def __init__(self, name: str, alias: str = "champion", *, model_uri: str | None = None) -> None:
         self.name = name
         self.alias = alias
+        self.model_uri = model_uri
         self.client = MlflowClient()
 
     def champion(self, metric: str) -> Champion | None:
@@ -298,8 +416,9 @@ class MlflowRegistry:
                 return None
             raise
         metrics: dict[str, float] = {}
-        if mv.run_id:
-            metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+        for run_id in dict.fromkeys([mv.run_id, (mv.tags or {}).get(TAG_REGISTER_RUN)]):
+            if run_id:  # the source run, then the register run's compared metrics win
+                metrics |= self.client.get_run(run_id).data.metrics
         return Champion(version=str(mv.version), run_id=mv.run_id or "",
                         metric=metrics.get(metric), metrics=metrics)
 
@@ -312,33 +431,40 @@ class MlflowRegistry:
         if not found:
             return None
         mv = max(found, key=lambda m: int(m.version))
-        return RegisteredVersion(version=str(mv.version), run_id=mv.run_id or "",
-                                 tags=dict(mv.tags or {}))
+        tags = dict(mv.tags or {})
+        return RegisteredVersion(version=str(mv.version),
+                                 run_id=tags.get(TAG_REGISTER_RUN) or mv.run_id or "", tags=tags)
 
     def log_and_register(self, forecaster_dir: Path, metrics: dict[str, float],
                          tags: dict[str, str] | None = None) -> str:
-        """Log the pyfunc model in the active run and register it as a new version.
+        """Register ``model_uri`` (or a model logged now in the active run) as a new version.
 
         Args:
-            forecaster_dir: the folder written by ``Forecaster.save``.
-            metrics: recorded in the model's metadata.
+            forecaster_dir: the folder written by ``Forecaster.save`` (logged without a
+                ``model_uri``).
+            metrics: recorded in the model's metadata when it is logged here.
             tags: set on the version as it is created (its identity), so that a version never
-                exists without them.
+                exists without them; the active run is added as ``latent_ode.register_run_id``.
 
         Returns:
             The new version number.
         """
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=LatentODEPyfunc(),
-            artifacts={FORECASTER_ARTIFACT: str(forecaster_dir)},
-            signature=model_signature(),
-            pip_requirements=_pip_requirements(),
-            metadata={"metrics": metrics},
-        )
-        # register_model passes the tags to create_model_version: set in the same call.
-        mv = mlflow.register_model(info.model_uri, self.name, tags=tags)
+        uri = self.model_uri or log_pyfunc_model(forecaster_dir, metadata={"metrics": metrics})
+        tags = dict(tags or {})
+        if (active := mlflow.active_run()) is not None:
+            tags[TAG_REGISTER_RUN] = active.info.run_id
+        if not self.exists():  # (mlflow.register_model would print to stderr, unlogged)
+            self.client.create_registered_model(self.name)
+            logger.info("created registered model %r", self.name)
+        # The tags go with the creation: a version never exists without them.
+        mv = self.client.create_model_version(self.name, source=uri, tags=tags,
+                                              model_id=uri.removeprefix("models:/"))
+        logger.info("created version %s of %r from %s", mv.version, self.name, uri)
         return str(mv.version)
+
+    def describe_version(self, version: str, description: str) -> None:
+        """Set the version's description (Markdown, shown on its page in the MLflow UI)."""
+        self.client.update_model_version(self.name, version, description=description)
 
     def exists(self) -> bool:
         """Whether the registered model exists."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import mlflow
@@ -41,6 +42,7 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
     assert {s: r.info.run_id for s, r in steps.items()} == result.step_run_ids
     assert all(r.info.status == "FINISHED" for r in children)
     assert {r.info.run_name for r in children} == set(steps)
+    assert re.fullmatch(r"pipeline periodic \d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name)
 
     # Params = flattened config = config.json, and they read back into the same config.
     expected = flatten_params(cfg.to_dict())
@@ -82,10 +84,15 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
                     "forecast/skill", "forecast/baseline_mse", "forecast/coverage_90",
                     "interp/mae_units/x", "forecast/skill/x"):
             assert np.isfinite(evaluate.data.metrics[f"{split}/{key}"]), (split, key)
-    # Held-out metrics reach the parent run and the register run (the version's metrics).
+    # Test metrics are logged once, on evaluate; the parent links to it; the register run has
+    # the metrics its decision compared.
     assert result.metrics["val/forecast/skill"] == pytest.approx(
         evaluate.data.metrics["val/forecast/skill"])
     assert "val/interp/skill" in steps["register"].data.metrics
+    for run in (parent, steps["register"], steps["train"], steps["ingest"]):
+        assert not any(k.startswith("test/") for k in run.data.metrics), run.info.run_name
+    assert parent.data.tags["latent_ode.evaluate_run_id"] == evaluate.info.run_id
+    assert f"runs/{evaluate.info.run_id})" in parent.data.tags["mlflow.note.content"]
     plots = {a.path.removeprefix("plots/")
              for a in client.list_artifacts(evaluate.info.run_id, "plots")}
     charts = {"test_channel_skill.png", "test_horizon_error.png", "test_horizon_coverage.png"}
@@ -100,9 +107,13 @@ def _check_pipeline(client: MlflowClient, result: PipelineResult, cfg, name: str
     table = mlflow.load_table("test_backtest.json", run_ids=[evaluate.info.run_id])
     assert list(table["bucket"]) == ["h1", "h2", "h3", "h4", "h5", "all"]
 
+    # The version comes from the train run (its curves one click away) and says what it is.
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.run_id == steps["register"].info.run_id
+    assert champion.run_id == steps["train"].info.run_id
+    assert champion.tags["latent_ode.register_run_id"] == steps["register"].info.run_id
     assert str(champion.version) == result.register.version
+    assert "| forecast | LOCF |" in champion.description
+    assert f"{evaluate.data.metrics['test/forecast/skill']:.4g}" in champion.description
 
 
 def _check_served_predictions(result: PipelineResult, name: str) -> None:
@@ -153,7 +164,8 @@ def test_pipeline_against_a_tracking_server(
     assert main(["pipeline", "run", "--config", str(worse)]) == 0
     versions = {v.version for v in client.search_model_versions(f"name='{name}'")}
     assert versions == {"1", "2"}
-    v2_run = client.get_run(client.get_model_version(name, "2").run_id)
+    v2 = client.get_model_version(name, "2")
+    v2_run = client.get_run(v2.tags["latent_ode.register_run_id"])  # the decision's run
     assert v2_run.data.metrics["val_loss"] > result.metrics["val_loss"]  # it really is worse
     assert v2_run.data.tags["promoted"] == "false"
     assert client.get_model_version_by_alias(name, "champion").version == "1"
