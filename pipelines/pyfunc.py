@@ -3,8 +3,9 @@
 The logged model carries the directory written by :meth:`latent_ode.Forecaster.save`
 (``config.json`` + ``weights.safetensors``) as the artifact ``forecaster`` (the layout is
 :mod:`formats.model_artifact`'s, which the service reads too); loading reads it with
-:meth:`latent_ode.Forecaster.load`, which is strict and never unpickles objects. MLflow itself
-still pickles this small wrapper class (it holds no state), which is the pyfunc contract.
+:meth:`latent_ode.Forecaster.load`, which is strict and never unpickles objects. The train step
+logs it as a models-from-code pyfunc (:mod:`pipelines.pyfunc_model` calls ``set_model``), so
+nothing is pickled at all.
 
 ``predict`` takes and returns the frame format of :mod:`formats.frames` (docs/service.md
 "Frame format"): observation rows and ``query`` rows in; one row per query out, with

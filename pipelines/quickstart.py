@@ -397,6 +397,7 @@ def run_quickstart(options: QuickstartOptions, *, out: TextIO | None = None) -> 
             f"Working directory: {workdir}",
             f"Runs, metrics and plots are in {tracking_uri}. Browse them with:",
             f"  {ui}",
+            "  (MLflow 3 opens in its GenAI view: choose \"Model training\" to see the runs.)",
             "",
         ]
         base = _base_url(options.host, options.port)
