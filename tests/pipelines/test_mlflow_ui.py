@@ -186,7 +186,7 @@ def test_the_console_and_the_mlflow_store_of_a_tiny_pipeline_run(
     assert not list(model_dir.rglob("*.pkl"))
     info = mlflow.models.get_model_info(f"models:/{name}/1")
     assert info.signature.inputs.input_names() == ["series_id", "time", "query", "x"]
-    assert [p.name for p in info.signature.params] == ["num_samples", "seed"]
+    assert [p.name for p in info.signature.params] == ["num_samples", "seed", "quantiles"]
     assert info.saved_input_example_info is not None
     model = mlflow.pyfunc.load_model(f"models:/{name}/1")
     example_frame = mlflow.models.Model.load(model_dir).load_input_example(model_dir)
