@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import write_results
 
-from bench._results import write_results
 from pipelines.predict import PredictOptions, load_forecaster, predict_file
 from pipelines.spark import SparkPredictOptions, spark_predict, spark_session
 
