@@ -312,6 +312,12 @@ def _run_address(run_id: str) -> str:
     return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
 
+def _warn_failed(failed: dict[str, str]) -> None:
+    """One stderr line per series the solver could not answer (``predict``, ``spark-predict``)."""
+    for sid, why in failed.items():
+        sys.stderr.write(f"warning: series {sid!r} has no forecast: {_one_line(why)}\n")
+
+
 def _cmd_spark_predict(args: argparse.Namespace) -> None:
     from pipelines.predict import load_forecaster
     from pipelines.spark import SparkPredictOptions, spark_predict, spark_session
@@ -330,8 +336,7 @@ def _cmd_spark_predict(args: argparse.Namespace) -> None:
     finally:
         if existing is None:
             spark.stop()
-    for sid, why in summary.failed.items():
-        sys.stderr.write(f"warning: series {sid!r} has no forecast: {_one_line(why)}\n")
+    _warn_failed(summary.failed)
     _say(f"wrote {summary.rows} rows for {summary.series} series to {summary.out}")
 
 
@@ -344,8 +349,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         batch_series=args.batch_series, device=_settings_device(args),
     )
     summary = predict_file(options)
-    for sid, why in summary.failed.items():
-        sys.stderr.write(f"warning: series {sid!r} has no forecast: {_one_line(why)}\n")
+    _warn_failed(summary.failed)
     if summary.no_queries:
         shown = ", ".join(repr(s) for s in summary.no_queries[:5])
         more = f" and {len(summary.no_queries) - 5} more" if len(summary.no_queries) > 5 else ""
@@ -437,6 +441,23 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, metavar="CONFIG",
                    help="pipeline config TOML (e.g. pipelines/configs/periodic.toml); relative "
                         "paths inside it are relative to the current directory")
+
+
+def _add_forecast_options(p: argparse.ArgumentParser, *, batch_help: str) -> None:
+    """The options of :class:`pipelines.predict.ForecastOptions` (``predict``, ``spark-predict``)."""
+    p.add_argument("--horizon", type=float, default=None, metavar="H",
+                   help="also forecast after each series' last observation, up to H model time "
+                        "units later (with --every)")
+    p.add_argument("--every", type=float, default=None, metavar="DT",
+                   help="step of the --horizon query times (model time units)")
+    p.add_argument("--quantiles", default="", metavar="LEVELS",
+                   help="comma-separated quantile levels to report, e.g. 0.05,0.5,0.95; "
+                        "default none")
+    p.add_argument("--num-samples", type=int, default=32, metavar="N",
+                   help="latent samples per series; default 32")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent samples; default 0")
+    p.add_argument("--batch-series", type=int, default=256, metavar="N",
+                   help=f"{batch_help}; default 256")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -616,19 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input .csv or .parquet in the frame format")
     pr.add_argument("--out", required=True, type=Path, metavar="FILE",
                     help="output .csv or .parquet (written whole or not at all)")
-    pr.add_argument("--horizon", type=float, default=None, metavar="H",
-                    help="also forecast after each series' last observation, up to H model time "
-                         "units later (with --every)")
-    pr.add_argument("--every", type=float, default=None, metavar="DT",
-                    help="step of the --horizon query times (model time units)")
-    pr.add_argument("--quantiles", default="", metavar="LEVELS",
-                    help="comma-separated quantile levels to report, e.g. 0.05,0.5,0.95; "
-                         "default none")
-    pr.add_argument("--num-samples", type=int, default=32, metavar="N",
-                    help="latent samples per series; default 32")
-    pr.add_argument("--seed", type=int, default=0, help="seed of the latent samples; default 0")
-    pr.add_argument("--batch-series", type=int, default=256, metavar="N",
-                    help="series per model call (memory grows with it); default 256")
+    _add_forecast_options(pr, batch_help="series per model call (memory grows with it)")
     _add_device(pr)
     pr.set_defaults(func=_cmd_predict)
 
@@ -647,16 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(replaced if it exists)")
     sp.add_argument("--master", default="local[*]",
                     help="Spark master URL; default local[*] (every core of this machine)")
-    sp.add_argument("--horizon", type=float, default=None, metavar="H",
-                    help="as `latent-ode predict --horizon`")
-    sp.add_argument("--every", type=float, default=None, metavar="DT",
-                    help="as `latent-ode predict --every`")
-    sp.add_argument("--quantiles", default="", metavar="LEVELS",
-                    help="comma-separated quantile levels, e.g. 0.05,0.5,0.95; default none")
-    sp.add_argument("--num-samples", type=int, default=32, metavar="N", help="default 32")
-    sp.add_argument("--seed", type=int, default=0, help="default 0")
-    sp.add_argument("--batch-series", type=int, default=256, metavar="N",
-                    help="about how many series a task answers in one model call; default 256")
+    _add_forecast_options(sp, batch_help="about how many series a task answers in one model "
+                                          "call")
     sp.set_defaults(func=_cmd_spark_predict)
     bt = sub.add_parser(
         "backtest", help="rolling-origin backtest of a model (MAE/RMSE in your units)",

@@ -65,8 +65,9 @@ def run_trainer(tracking_uri: str, workdir: Path, *extra: str) -> str:
 
 
 @contextmanager
-def api(tracking_uri: str, workdir: Path) -> Iterator[str]:
-    """``latent-ode serve`` on a free port until the block ends; yields its base URL."""
+def api(tracking_uri: str, workdir: Path, **settings: str) -> Iterator[str]:
+    """``latent-ode serve`` on a free port until the block ends (``settings``: more environment
+    variables); yields its base URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = subprocess_env(
@@ -74,6 +75,7 @@ def api(tracking_uri: str, workdir: Path) -> Iterator[str]:
         LATENT_ODE_ADMIN_KEY=ADMIN_KEY,
         LATENT_ODE_MODEL_CACHE_DIR=str(workdir / "model-cache"),
         LATENT_ODE_DEVICE="cpu",
+        **settings,
     )
     with open(workdir / "api.log", "wb") as log:
         proc = subprocess.Popen(

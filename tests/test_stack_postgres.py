@@ -35,7 +35,8 @@ import pytest
 from tests.conftest import free_port, stop_process, wait_for_http
 from tests.test_compose import COMPOSE_FILE, argv_of, env_example, interpolated, option_value
 from tests.test_end_to_end import ADMIN_KEY, forecast_request, predict, run_trainer
-from tests.test_quickstart import MODEL_NAME, latent_ode_command, subprocess_env
+from tests.test_end_to_end import api as e2e_api
+from tests.test_quickstart import MODEL_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -177,28 +178,10 @@ def mlflow_on_postgres(pg: Postgres, root: Path) -> Iterator[str]:
 def api(tracking_uri: str, workdir: Path) -> Iterator[str]:
     """``latent-ode serve`` as compose's api service runs it, asking the registry at every
     /readyz (interval 0) so the test sees the outage at once."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = subprocess_env(
-        MLFLOW_TRACKING_URI=tracking_uri,
-        LATENT_ODE_MODEL_URI=f"models:/{MODEL_NAME}@champion",
-        LATENT_ODE_ADMIN_KEY=ADMIN_KEY,
-        LATENT_ODE_MODEL_CACHE_DIR=str(workdir / "model-cache"),
-        LATENT_ODE_DEVICE="cpu",
-        LATENT_ODE_REGISTRY_CHECK_INTERVAL_S="0",
-        LATENT_ODE_REGISTRY_TIMEOUT_S="5",
-    )
-    with open(workdir / "api.log", "wb") as log:
-        proc = subprocess.Popen(
-            [*latent_ode_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/readyz", timeout=180, proc=proc)
+    with e2e_api(tracking_uri, workdir, LATENT_ODE_MODEL_URI=f"models:/{MODEL_NAME}@champion",
+                 LATENT_ODE_REGISTRY_CHECK_INTERVAL_S="0",
+                 LATENT_ODE_REGISTRY_TIMEOUT_S="5") as base:
         yield base
-    finally:
-        stop_process(proc)
 
 
 def test_the_stack_on_postgresql_keeps_serving_when_the_database_dies(
