@@ -216,6 +216,28 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
     return result.forecaster, time.perf_counter() - start, result.result.steps
 
 
+def recalibrate(forecaster: Any, val: list[Series], config_path: Path, seed: int, *,
+                blend: bool) -> float:
+    """Fit the blend (when ``blend``) and the predictive noise of a trained forecaster on
+    ``val`` again, as :func:`latent_ode.fit` does when training ends; returns the seconds."""
+    import dataclasses
+
+    from latent_ode.tasks import to_model_batch
+    from latent_ode.training.calibration import calibrate_blend, calibrate_noise
+    from pipelines.config import load_config
+
+    start = time.perf_counter()
+    config = dataclasses.replace(load_config(config_path).train, seed=seed)
+    val_obs = to_model_batch(forecaster, val)
+    raw = (to_model_batch(forecaster, val, clip=False)
+           if forecaster.normaliser.clip is not None else None)
+    forecaster.blend = None
+    if blend:
+        forecaster.blend = calibrate_blend(forecaster, val_obs, config, raw=raw)
+    calibrate_noise(forecaster, val_obs, config, raw=raw).apply(forecaster)
+    return time.perf_counter() - start
+
+
 def predict(forecaster: Any, tasks: list[Task], batch: int, num_samples: int
             ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(Q, D) predictive means and (Q, D) booleans "inside the central 90% interval" (NaN
@@ -286,6 +308,15 @@ def main() -> None:
                         "config's [train] calibrate_blend)")
     p.add_argument("--compare-blend", action="store_true",
                    help="also score the same trained model without its blend (side by side)")
+    p.add_argument("--save-model", type=Path, default=None,
+                   help="save the trained forecaster to this folder (to score it again later)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="score this saved forecaster instead of training one (its split and "
+                        "seeds must be the ones given here)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="with --model: fit its blend (--blend) and predictive noise again on "
+                        "the validation stays, as training ends (to compare calibrations on "
+                        "one trained model)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physionet_p1.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -321,9 +352,19 @@ def main() -> None:
     without: dict[str, Any] | None = None
     blend: dict[str, Any] | None = None
     if not args.baselines_only:
-        forecaster, train_seconds, train_steps = train_model(
-            train, val, channels, args.config, args.train_seconds, args.max_steps, args.seed,
-            args.device, calibrate_blend=args.blend)
+        if args.model is not None:
+            from latent_ode import Forecaster
+
+            forecaster = Forecaster.load(args.model, device=args.device)
+            if args.recalibrate:
+                train_seconds = recalibrate(forecaster, val, args.config, args.seed,
+                                            blend=args.blend is not False)
+        else:
+            forecaster, train_seconds, train_steps = train_model(
+                train, val, channels, args.config, args.train_seconds, args.max_steps, args.seed,
+                args.device, calibrate_blend=args.blend)
+        if args.save_model is not None:
+            forecaster.save(args.save_model)
         fc["model"], ip["model"], cover = score(forecaster, f_tasks, i_tasks, scaling, args)
         if forecaster.blend is not None:
             blend = forecaster.blend.to_dict()

@@ -18,7 +18,7 @@ from torch import Tensor
 from latent_ode.data import Observations
 from latent_ode.errors import ShapeError
 
-__all__ = ["ChannelBaselines", "channel_baselines"]
+__all__ = ["ChannelBaselines", "channel_baselines", "mix_baselines"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,13 @@ def channel_baselines(context: Observations, query_times: Tensor,
     inf = torch.full_like(tp, float("inf"))
     gap = torch.minimum(torch.where(has_prev, qd - tp, inf), torch.where(has_next, tn - qd, inf))
     return ChannelBaselines(linear=linear, locf=locf, gap=gap, observed=observed)
+
+
+def mix_baselines(first: ChannelBaselines, second: ChannelBaselines,
+                  use_second: Tensor) -> ChannelBaselines:
+    """Per channel, ``second``'s lines where ``use_second`` (D,) is True, else ``first``'s (the
+    same context's points, e.g. clipped and unclipped values: gaps and ``observed`` agree)."""
+    pick = use_second.to(device=first.linear.device, dtype=torch.bool)
+    return ChannelBaselines(linear=torch.where(pick, second.linear, first.linear),
+                            locf=torch.where(pick, second.locf, first.locf),
+                            gap=first.gap, observed=first.observed)

@@ -130,11 +130,13 @@ class Normaliser:
         return cls(kind=kind, loc=loc, scale=scale, time_scale=float(time_scale),
                    clip=clip)
 
-    def values_to_model(self, values: np.ndarray) -> np.ndarray:
-        """(..., D) user units -> normalised units (NaN stays NaN)."""
+    def values_to_model(self, values: np.ndarray, *, clip: bool = True) -> np.ndarray:
+        """(..., D) user units -> normalised units (NaN stays NaN); ``clip=False``: without
+        the winsorising bounds (the user's own values on the model's scale, which is what the
+        baselines are drawn from: :mod:`latent_ode.blend`)."""
         self._check_width(values)
         out = (values - self.loc) / self.scale
-        return out if self.clip is None else np.clip(out, self.clip[0], self.clip[1])
+        return out if self.clip is None or not clip else np.clip(out, self.clip[0], self.clip[1])
 
     def values_from_model(self, values: np.ndarray) -> np.ndarray:
         """(..., D) normalised units -> user units."""
@@ -151,10 +153,11 @@ class Normaliser:
             raise ShapeError(f"values must have {self.num_channels} channels in the last "
                              f"dimension; got shape {values.shape}.")
 
-    def transform(self, series: Series) -> Series:
-        """A series in model units: times divided by ``time_scale``, values normalised."""
+    def transform(self, series: Series, *, clip: bool = True) -> Series:
+        """A series in model units: times divided by ``time_scale``, values normalised
+        (``clip``: see :meth:`values_to_model`)."""
         return Series(times=series.times / self.time_scale,
-                      values=self.values_to_model(series.values), id=series.id)
+                      values=self.values_to_model(series.values, clip=clip), id=series.id)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, "loc": self.loc.tolist(), "scale": self.scale.tolist(),

@@ -22,11 +22,12 @@ from torch import Tensor
 
 from latent_ode.config import TrainConfig
 from latent_ode.data import Observations, Series, collate
+from latent_ode.errors import ShapeError
 from latent_ode.forecaster import Forecaster
 
 __all__ = ["TASKS", "TASK_PREFIX", "Task", "TaskBatch", "compact", "extrapolation_task",
-           "interpolation_task", "minibatch", "seen_in_context", "task_batches", "task_pair",
-           "to_model_batch", "training_task", "validation_tasks"]
+           "interpolation_task", "minibatch", "seen_in_context", "split_raw", "task_batches",
+           "task_pair", "to_model_batch", "training_task", "validation_tasks", "with_raw"]
 
 Task = Literal["interpolation", "extrapolation"]
 TASKS: tuple[Task, ...] = ("interpolation", "extrapolation")
@@ -202,9 +203,34 @@ def task_batches(obs: Observations, tasks: Sequence[Task], *, batch_size: int,
             yield TaskBatch(task=task, start=start, size=len(idx), context=context, target=target)
 
 
-def to_model_batch(forecaster: Forecaster, series: Sequence[Series]) -> Observations:
+def to_model_batch(forecaster: Forecaster, series: Sequence[Series], *,
+                   clip: bool = True) -> Observations:
     """Normalise series, shift each to start at time 0, and pad them into one batch on the
-    forecaster's device: the split a task is drawn from."""
+    forecaster's device: the split a task is drawn from (``clip=False``: the values unclipped,
+    :meth:`~latent_ode.normalisation.Normaliser.values_to_model`)."""
     norm = forecaster.normaliser
     shifted = [Series(times=s.times - s.times[0], values=s.values, id=s.id) for s in series]
-    return collate([norm.transform(s) for s in shifted], device=forecaster.device)
+    return collate([norm.transform(s, clip=clip) for s in shifted], device=forecaster.device)
+
+
+def with_raw(obs: Observations, raw: Observations) -> Observations:
+    """One batch of 2D channels: ``obs`` (what the model reads) then ``raw`` (the same series
+    unclipped, ``to_model_batch(..., clip=False)``), for :func:`split_raw` to separate again.
+    Tasks draw time points, not channels, so a task pair drawn on it holds both versions of
+    the same points."""
+    if raw.values.shape != obs.values.shape or not torch.equal(raw.mask, obs.mask):
+        raise ShapeError(f"`raw` must be the same series as `obs`; got values of shape "
+                         f"{tuple(raw.values.shape)} against {tuple(obs.values.shape)}.")
+    return Observations(times=obs.times, values=torch.cat([obs.values, raw.values], dim=2),
+                        mask=torch.cat([obs.mask, raw.mask], dim=2), lengths=obs.lengths)
+
+
+def split_raw(obs: Observations) -> tuple[Observations, Observations]:
+    """(model, raw) halves of a batch made by :func:`with_raw`: what the
+    model reads, and the user's own values on its scale (what the baselines and the scores use)."""
+    d = obs.values.shape[2] // 2
+    model = Observations(times=obs.times, values=obs.values[..., :d], mask=obs.mask[..., :d],
+                         lengths=obs.lengths)
+    raw = Observations(times=obs.times, values=obs.values[..., d:], mask=obs.mask[..., d:],
+                       lengths=obs.lengths)
+    return model, raw

@@ -8,12 +8,13 @@ in that order, when ``calibrate_blend`` and ``calibrate_noise`` are set).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from latent_ode.baselines import channel_baselines
+from latent_ode.baselines import channel_baselines, mix_baselines
 from latent_ode.blend import BLEND_BINS, BaselineBlend, fit_weight
 from latent_ode.config import TrainConfig
 from latent_ode.data import Observations
@@ -24,7 +25,7 @@ from latent_ode.forecaster import (
     Forecaster,
     window_position,
 )
-from latent_ode.tasks import TASKS, seen_in_context, task_batches
+from latent_ode.tasks import TASKS, seen_in_context, split_raw, task_batches, with_raw
 
 __all__ = ["NoiseCalibration", "calibrate_blend", "calibrate_noise"]
 
@@ -40,6 +41,23 @@ _SEED_OFFSET = 104729
 _MIN_BLEND_POINTS = 20
 # Fewer than this in a gap bin: the bin takes its regime and channel's single weight.
 _MIN_BIN_POINTS = 50
+
+
+def _validation_pairs(val: Observations, raw: Observations | None, config: TrainConfig,
+                      generator: torch.Generator
+                      ) -> Iterator[tuple[Observations, Observations, Observations, Observations]]:
+    """Both tasks' (context, target) pairs over the validation split, each as the model reads
+    it and as the user wrote it (``raw``, unclipped; ``val`` itself when ``None``):
+    ``(context, raw_context, target, raw_target)``."""
+    for item in task_batches(val if raw is None else with_raw(val, raw), TASKS,
+                             batch_size=config.batch_size, interp_fraction=config.interp_fraction,
+                             extrap_split=config.extrap_split, generator=generator):
+        if raw is None:
+            yield item.context, item.context, item.target, item.target
+        else:
+            (context, raw_context), (target, raw_target) = (split_raw(item.context),
+                                                            split_raw(item.target))
+            yield context, raw_context, target, raw_target
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ def _fit_growth(r: torch.Tensor, g: torch.Tensor, floor: float) -> tuple[float, 
 
 @torch.no_grad()
 def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConfig,
-                    *, num_samples: int = 8) -> NoiseCalibration:
+                    *, raw: Observations | None = None, num_samples: int = 8) -> NoiseCalibration:
     """Per-channel predictive noise std from validation residuals (normalised scale), before,
     inside and after each series' observed window.
 
@@ -102,6 +120,9 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
         forecaster: the trained model (in eval mode).
         val: the validation split (normalised), N series, D channels.
         config: ``batch_size``, the tasks' settings and ``seed``.
+        raw: the same split unclipped (``to_model_batch(..., clip=False)``): the truth the
+            residuals are taken against and the lines the blend shrinks towards, as
+            :meth:`Forecaster.predict` answers; ``None``: ``val`` itself.
         num_samples: S latent samples per series.
 
     Within a regime the residual variance is fitted as a line in the gap to the channel's
@@ -127,18 +148,16 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
     # Per regime and channel: the held-out points' residual variances and gaps, for the slope.
     points: list[list[list[tuple[torch.Tensor, torch.Tensor]]]] = [[[] for _ in range(d)]
                                                                      for _ in range(3)]
-    for item in task_batches(val, TASKS, batch_size=config.batch_size,
-                             interp_fraction=config.interp_fraction,
-                             extrap_split=config.extrap_split, generator=gen):
-        context, target = item.context, item.target
+    for context, raw_context, target, raw_target in _validation_pairs(val, raw, config, gen):
         base = channel_baselines(context, target.times)  # once: the anchor and the gaps
+        lines = None if raw is None else channel_baselines(raw_context, target.times)
         samples, _ = forecaster.sample_normalised(context, target.times,
                                                   num_samples=num_samples, seed=config.seed,
-                                                  baselines=base)
+                                                  baselines=base, lines=lines)
         heldout = target.mask & ~seen_in_context(context, target)
         position = window_position(target.times, context.first_time,
                                    context.last_time)[..., None]
-        resid = (samples.mean(0) - target.values) ** 2
+        resid = (samples.mean(0) - raw_target.values) ** 2
         spread = samples.var(0, unbiased=False)
         # On the host once per batch: the per-channel selections below would each sync a device.
         excess, gap = (resid - spread).double().cpu(), base.data_gap().double().cpu()
@@ -195,25 +214,30 @@ def _fit_bins(delta: np.ndarray, target: np.ndarray, gap: np.ndarray, bins: int
 
 @torch.no_grad()
 def calibrate_blend(forecaster: Forecaster, val: Observations, config: TrainConfig,
-                    *, num_samples: int = 8, bins: int = BLEND_BINS) -> BaselineBlend:
+                    *, raw: Observations | None = None, num_samples: int = 8,
+                    bins: int = BLEND_BINS) -> BaselineBlend:
     """Per regime, channel and gap bin, the least-squares weight of the model against the
     channel's baseline on the validation split's held-out points (:mod:`latent_ode.blend`).
 
     The targets are those of :func:`calibrate_noise` (both tasks, the points the encoder did not
-    see, each counted in its regime against its context); only channels the context observed
-    count (the others keep the model's answer). The gap is the query's distance to the
-    channel's nearest context observation (normalised time); each regime and channel with at
-    least ``bins * 50`` such points gets ``bins`` equal-count gap bins (a bin with fewer than 50
-    takes the single weight), one with at least 20 a single weight, one with fewer weight 1 (the
-    model unchanged).
+    see, each counted in its regime against its context). Where the context observed the
+    channel, the gap is the query's distance to its nearest context observation (normalised
+    time); each regime and channel with at least ``bins * 50`` such points gets ``bins``
+    equal-count gap bins (a bin with fewer than 50 takes the single weight), one with at least
+    20 a single weight, one with fewer weight 1 (the model unchanged). Where it did not, the
+    baseline is the channel's mean over the validation split, with one weight per regime and
+    channel (at least 20 points; else the channel's regimes pooled, at least 20; else 1).
 
     The forecaster's own blend, if any, is ignored while fitting: the weights are fitted on the
     model's answer.
 
     Args:
         forecaster: the trained model (in eval mode).
-        val: the validation split (normalised), N series, D channels.
+        val: the validation split (normalised, as the model reads it), N series, D channels.
         config: ``batch_size``, the tasks' settings and ``seed``.
+        raw: the same split unclipped (``to_model_batch(..., clip=False)``): the baselines and
+            the truth the weights are fitted against, as :meth:`Forecaster.predict` draws its
+            baselines; ``None``: ``val`` itself (a normaliser that does not clip).
         num_samples: S latent samples per series (the weight is fitted on their mean).
         bins: K gap bins per regime and channel.
 
@@ -225,38 +249,86 @@ def calibrate_blend(forecaster: Forecaster, val: Observations, config: TrainConf
     """
     gen = torch.Generator().manual_seed(config.seed + _SEED_OFFSET)
     d = val.num_channels
-    # Per regime and channel: the held-out points' model - baseline, truth - baseline and gap.
+    truth = val if raw is None else raw
+    count = truth.mask.sum(dim=(0, 1))
+    fallback = (torch.where(truth.mask, truth.values, 0.0).sum(dim=(0, 1))
+                / count.clamp_min(1)).double().cpu()
+    fallback = torch.where(count.cpu() > 0, fallback, 0.0)
+    # Per regime and channel: the held-out points' model - baseline, truth - baseline and gap,
+    # for channels the context observed; model - fallback, truth - fallback for the others.
     points: list[list[list[torch.Tensor]]] = [[[] for _ in range(d)] for _ in range(3)]
+    unseen: list[list[list[torch.Tensor]]] = [[[] for _ in range(d)] for _ in range(3)]
     kept, forecaster.blend = forecaster.blend, None
     try:
-        for item in task_batches(val, TASKS, batch_size=config.batch_size,
-                                 interp_fraction=config.interp_fraction,
-                                 extrap_split=config.extrap_split, generator=gen):
-            context, target = item.context, item.target
-            base = channel_baselines(context, target.times)
+        raw_anchor = _choose_raw_anchor(forecaster, val, raw, config, num_samples)
+        for context, raw_context, target, raw_target in _validation_pairs(val, raw, config,
+                                                                          gen):
+            base = channel_baselines(raw_context, target.times)
+            anchor = channel_baselines(context, target.times)
+            if raw_anchor is not None:
+                anchor = mix_baselines(anchor, base, torch.as_tensor(raw_anchor))
             samples, _ = forecaster.sample_normalised(context, target.times,
                                                       num_samples=num_samples, seed=config.seed,
-                                                      baselines=base)
-            use = target.mask & ~seen_in_context(context, target) & base.observed
+                                                      baselines=anchor)
+            heldout = target.mask & ~seen_in_context(context, target)
             position = window_position(target.times, context.first_time,
-                                       context.last_time)[..., None].expand_as(use)
-            rows = torch.stack([samples.mean(0) - base.linear, target.values - base.linear,
-                                base.gap], dim=-1).double().cpu()  # (B, T, D, 3)
-            use, position = use.cpu(), position.cpu()
+                                       context.last_time)[..., None].expand_as(heldout)
+            mean, truth_values = samples.mean(0), raw_target.values
+            fb = fallback.to(mean)
+            rows = torch.stack([mean - base.linear, truth_values - base.linear, base.gap],
+                               dim=-1).double().cpu()  # (B, T, D, 3)
+            rows_unseen = torch.stack([mean - fb, truth_values - fb],
+                                      dim=-1).double().cpu()  # (B, T, D, 2)
+            observed, heldout, position = base.observed.cpu(), heldout.cpu(), position.cpu()
             for k in range(3):
-                m = use & (position == k)
-                for j in range(d):
-                    mj = m[..., j]
-                    if bool(mj.any()):
-                        points[k][j].append(rows[..., j, :][mj])
+                for sel, table, out in ((heldout & observed, rows, points),
+                                        (heldout & ~observed, rows_unseen, unseen)):
+                    m = sel & (position == k)
+                    for j in range(d):
+                        mj = m[..., j]
+                        if bool(mj.any()):
+                            out[k][j].append(table[..., j, :][mj])
     finally:
         forecaster.blend = kept
     weights = np.ones((3, d, bins))
     edges = np.full((3, d, bins - 1), np.inf)
-    for k in range(3):
-        for j in range(d):
-            if not points[k][j]:
-                continue
-            p = torch.cat(points[k][j]).numpy()
-            weights[k, j], edges[k, j] = _fit_bins(p[:, 0], p[:, 1], p[:, 2], bins)
-    return BaselineBlend(weights=weights, edges=edges)
+    unobserved = np.ones((3, d))
+    for j in range(d):
+        for k in range(3):
+            if points[k][j]:
+                p = torch.cat(points[k][j]).numpy()
+                weights[k, j], edges[k, j] = _fit_bins(p[:, 0], p[:, 1], p[:, 2], bins)
+        # A channel the context never observed: a weight per regime where the regime has
+        # enough points, else the channel's regimes pooled (on PhysioNet a weight unseen before
+        # a forecast is rare, unseen before a backcast is not), else the model's answer.
+        rows = [torch.cat(unseen[k][j]).numpy() if unseen[k][j] else np.zeros((0, 2))
+                for k in range(3)]
+        pooled = np.concatenate(rows)
+        default = (fit_weight(pooled[:, 0], pooled[:, 1])
+                   if pooled.shape[0] >= _MIN_BLEND_POINTS else 1.0)
+        for k in range(3):
+            unobserved[k, j] = (fit_weight(rows[k][:, 0], rows[k][:, 1])
+                                if rows[k].shape[0] >= _MIN_BLEND_POINTS else default)
+    return BaselineBlend(weights=weights, edges=edges, unobserved=unobserved,
+                         fallback=fallback.numpy(), raw_anchor=raw_anchor)
+
+
+def _choose_raw_anchor(forecaster: Forecaster, val: Observations, raw: Observations | None,
+                       config: TrainConfig, num_samples: int) -> np.ndarray | None:
+    """(D,) True for the channels whose anchored answer errs less on the validation split's
+    held-out points (against the unclipped truth) when the anchor reads the unclipped lines;
+    ``None`` without ``raw`` or without an anchor (nothing to choose)."""
+    if raw is None or forecaster.model.anchor is None:
+        return None
+    gen = torch.Generator().manual_seed(config.seed + _SEED_OFFSET)
+    sse = torch.zeros(2, val.num_channels, dtype=torch.float64)
+    for context, raw_context, target, raw_target in _validation_pairs(val, raw, config, gen):
+        heldout = target.mask & ~seen_in_context(context, target)
+        for i, base in enumerate((channel_baselines(context, target.times),
+                                  channel_baselines(raw_context, target.times))):
+            samples, _ = forecaster.sample_normalised(context, target.times,
+                                                      num_samples=num_samples, seed=config.seed,
+                                                      baselines=base)
+            err = torch.where(heldout, (samples.mean(0) - raw_target.values) ** 2, 0.0)
+            sse[i] += err.sum(dim=(0, 1)).double().cpu()
+    return (sse[1] < sse[0]).numpy()

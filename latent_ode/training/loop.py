@@ -312,14 +312,17 @@ def fit(
     run.snapshot()
     model.load_state_dict(run.best_weights)
     model.eval()
-    # The blend first: the noise is fitted on the blended answers (calibration.py).
+    # The blend first: the noise is fitted on the blended answers (calibration.py). Both
+    # against the user's own values, unclipped, as predict answers them.
+    raw = (to_model_batch(forecaster, val, clip=False)
+           if forecaster.normaliser.clip is not None else None)
     if config.calibrate_blend:
-        forecaster.blend = calibrate_blend(forecaster, val_obs, config)
+        forecaster.blend = calibrate_blend(forecaster, val_obs, config, raw=raw)
         logger.info("blend towards the baselines, weight of the model per regime (backcast, "
                     "interpolation, forecast), channel and gap bin: %s",
                     forecaster.blend.weights.round(3).tolist())
     if config.calibrate_noise:
-        calibrate_noise(forecaster, val_obs, config).apply(forecaster)
+        calibrate_noise(forecaster, val_obs, config, raw=raw).apply(forecaster)
         logger.info("calibrated predictive noise std per channel: %s inside the observed "
                     "window, %s after it, %s before it; variance growth per unit of gap %s",
                     *([round(float(x), 5) for x in n] for n in (

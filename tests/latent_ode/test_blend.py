@@ -207,3 +207,93 @@ def test_fit_calibrates_the_blend_before_the_noise_when_asked() -> None:
     cfg = TrainConfig(batch_size=20)
     np.testing.assert_allclose(calibrate_blend(fc, val, cfg).weights, fc.blend.weights)
     np.testing.assert_allclose(calibrate_noise(fc, val, cfg).inside, fc.noise_std)
+
+
+def test_a_channel_the_context_never_observed_is_blended_towards_its_mean() -> None:
+    samples = torch.randn(3, 1, 2, 2)
+    context = collate([Series(times=np.array([0.0, 1.0]),
+                              values=np.array([[1.0, np.nan], [2.0, np.nan]]))])
+    query = torch.tensor([[0.5, 3.0]])  # interpolation, forecast
+    base = channel_baselines(context, query)
+    position = window_position(query, context.first_time, context.last_time)
+    unobserved = np.ones((3, 2))
+    unobserved[INTERPOLATION, 1], unobserved[EXTRAPOLATION, 1] = 0.0, 0.25
+    blend = BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                          unobserved=unobserved, fallback=np.array([9.0, -0.7]))
+    out = blend.apply(samples, base, position)
+    torch.testing.assert_close(out[..., 0], samples[..., 0])  # observed, weight 1
+    torch.testing.assert_close(out[:, 0, 0, 1], torch.full((3,), -0.7))  # weight 0: the mean
+    torch.testing.assert_close(out[:, 0, 1, 1], -0.7 + 0.25 * (samples[:, 0, 1, 1] + 0.7))
+    # Without `unobserved` (blends written before it) such a channel keeps the model's answer.
+    old = BaselineBlend(weights=np.zeros((3, 2, 1)), edges=np.zeros((3, 2, 0)))
+    torch.testing.assert_close(old.apply(samples, base, position)[..., 1], samples[..., 1])
+
+
+def test_unobserved_weights_round_trip_and_are_checked(tmp_path) -> None:
+    fc = _constant_model()
+    blend = BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                          unobserved=np.full((3, 2), 0.3), fallback=np.array([0.1, 0.2]))
+    fc.blend = blend
+    fc.save(tmp_path / "m")
+    loaded = Forecaster.load(tmp_path / "m").blend
+    assert loaded is not None and loaded.fallback is not None and loaded.unobserved is not None
+    np.testing.assert_array_equal(loaded.unobserved, blend.unobserved)
+    np.testing.assert_array_equal(loaded.fallback, blend.fallback)
+    with pytest.raises(ConfigError, match="`blend.unobserved` and `blend.fallback` come together"):
+        BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                      unobserved=np.ones((3, 2)))
+    with pytest.raises(ConfigError, match=r"`blend.unobserved` must have shape \(3, D\)"):
+        BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                      unobserved=np.ones((3, 3)), fallback=np.zeros(2))
+    with pytest.raises(ConfigError, match=r"`blend.unobserved` must lie in \[0, 1\]"):
+        BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                      unobserved=np.full((3, 2), -0.1), fallback=np.zeros(2))
+    with pytest.raises(ConfigError, match="`blend.fallback` must be 2 finite numbers"):
+        BaselineBlend(weights=np.ones((3, 2, 1)), edges=np.zeros((3, 2, 0)),
+                      unobserved=np.ones((3, 2)), fallback=np.array([0.0, np.nan]))
+
+
+def test_the_baseline_is_the_users_own_line_even_beyond_the_normalisers_clip() -> None:
+    """A robust normaliser clips what the model reads; the blend's baseline (and so a weight of
+    0) is the line through the user's own values, outliers included."""
+    train = _data(40, seed=7)
+    norm = Normaliser.fit(train, kind="robust", time_scale=1.0)
+    assert norm.clip is not None
+    fc = _constant_model()
+    fc = Forecaster(fc.model, norm, channels=fc.channels, time_unit="s",
+                    blend=BaselineBlend(weights=np.zeros((3, 2, 1)), edges=np.zeros((3, 2, 0))))
+    high = float(norm.values_from_model(norm.clip[1])[0]) + 50.0  # far beyond the clip
+    context = Series(times=np.array([0.0, 1.0, 2.0]),
+                     values=np.array([[high, 0.5], [high + 2.0, 0.4], [high + 4.0, 0.6]]))
+    answer = fc.predict([context], [np.array([0.5, 1.5, 3.0])], num_samples=2)[0]
+    np.testing.assert_allclose(answer.mean[:, 0], [high + 1.0, high + 3.0, high + 4.0], rtol=1e-5)
+    np.testing.assert_allclose(answer.mean[:, 1], [0.45, 0.5, 0.6], rtol=1e-5, atol=1e-5)
+
+
+def test_calibration_fits_against_the_unclipped_values_and_the_mean_of_unseen_channels() -> None:
+    """With ``raw``, the fallback is each channel's unclipped validation mean, and a channel
+    the context never saw gets a weight per regime: towards its mean where the decoder's
+    answer is worse (here 5 robust units above a channel's median)."""
+    from latent_ode.tasks import to_model_batch
+
+    rng = np.random.default_rng(8)
+    series = []
+    for i in range(150):
+        t = np.sort(rng.uniform(0.0, 1.0, 12))
+        values = np.stack([rng.normal(0.0, 1.0) + 0.1 * t, 3.0 + rng.normal(0.0, 0.1, t.size)], 1)
+        values[t < 0.7, 1] = np.nan  # channel 1 only late: unseen in forecast contexts
+        values[-1, 1] = 3.0
+        series.append(Series(times=t, values=values, id=f"u{i}"))
+    norm = Normaliser.fit(series, kind="robust", time_scale=1.0)
+    fc = _constant_model()
+    fc = Forecaster(fc.model, norm, channels=fc.channels, time_unit="s")
+    with torch.no_grad():
+        fc.model.decoder.bias.copy_(torch.tensor([0.0, 5.0]))
+    val, raw = to_model_batch(fc, series), to_model_batch(fc, series, clip=False)
+    assert not torch.equal(val.values, raw.values)  # the clip bites on the outer values
+    blend = calibrate_blend(fc, val, TrainConfig(batch_size=50, seed=0), raw=raw, num_samples=2)
+    assert blend.fallback is not None and blend.unobserved is not None
+    expected = np.nanmean(norm.values_to_model(np.concatenate([s.values for s in series]),
+                                               clip=False), axis=0)
+    np.testing.assert_allclose(blend.fallback, expected, rtol=1e-5, atol=1e-6)
+    assert blend.unobserved[EXTRAPOLATION, 1] < 0.05  # the mean, not the decoder's 0

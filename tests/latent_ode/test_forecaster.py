@@ -372,6 +372,39 @@ def test_mixture_quantiles_match_the_mixture_cdf() -> None:
     torch.testing.assert_close(one, torch.tensor([[1.959964 * 2]], dtype=torch.float64), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("spread", [0.01, 1.0, 30.0])
+def test_mixture_quantiles_solve_the_cdf_in_float32_from_one_mode_to_separated_modes(
+        spread: float) -> None:
+    """Newton's steps where the mixture is nearly normal, the bisection behind them where its
+    modes are far apart (spread 30 noise widths): F(q) = p to float32 precision either way."""
+    from latent_ode.forecaster import mixture_quantiles
+
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(32, 40, 6, generator=g) * spread
+    std = 0.5 + torch.rand(40, 6, generator=g)  # per query and channel, as predict passes it
+    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
+    q = mixture_quantiles(means, std, levels)
+    cdf = torch.special.ndtr((q.double()[:, None] - means.double()[None]) / std.double()).mean(1)
+    expected = torch.tensor(levels, dtype=torch.float64)[:, None, None].expand_as(cdf)
+    torch.testing.assert_close(cdf, expected, rtol=0, atol=5e-6)
+    assert bool((q.diff(dim=0) >= 0).all())
+
+
+def test_quantiles_of_padded_queries_equal_those_of_each_series_alone(
+        two_channel_forecaster) -> None:
+    fc, _ = two_channel_forecaster
+    rng = np.random.default_rng(3)
+    series = [Series(times=np.sort(rng.uniform(0, 1, 8)), values=rng.normal(size=(8, 2)))
+              for _ in range(3)]
+    queries = [np.linspace(0, 1.5, n) for n in (2, 9, 5)]  # padded to 9 in one batch
+    together = fc.predict(series, queries, num_samples=4, quantiles=(0.1, 0.9))
+    for s, q, a in zip(series, queries, together, strict=True):
+        alone = fc.predict([s], [q], num_samples=4, quantiles=(0.1, 0.9))[0]
+        for level in (0.1, 0.9):
+            np.testing.assert_allclose(a.quantiles[level], alone.quantiles[level], rtol=1e-4,
+                                       atol=1e-4)
+
+
 def test_noise_grows_with_the_gap_to_the_channels_nearest_observation(tmp_path) -> None:
     from latent_ode.baselines import channel_baselines
     from latent_ode.forecaster import INTERPOLATION
