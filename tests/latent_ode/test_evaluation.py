@@ -194,6 +194,18 @@ def test_forecast_horizon_bins_split_the_largest_distance_in_five() -> None:
     assert result.metrics["forecast/horizon_count/h5"] == expected[-1]
 
 
+def test_interpolation_gap_bins_hold_equal_counts() -> None:
+    """The interpolation's distances crowd near 0: its fifths are equal-count, so the farthest
+    fifth has a fifth of the points (equal widths left it a handful)."""
+    data = _data()
+    fc = _oracle(data, offset=0.1)
+    s = evaluate(fc, data, num_samples=2).regimes["interp"]
+    total = int(s.horizon_count.sum())
+    assert total == int(s.count.sum())
+    assert (np.abs(s.horizon_count - total / HORIZON_BINS) <= 0.05 * total).all(), s.horizon_count
+    assert (np.diff(s.horizon_edges) >= 0).all() and s.horizon_edges[0] == 0.0
+
+
 def test_calibration_counts_values_outside_the_interval() -> None:
     data = _data()
     # Off by far more than the noise: nothing inside the 90% interval.
