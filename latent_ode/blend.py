@@ -46,7 +46,7 @@ from torch import Tensor
 from latent_ode.baselines import ChannelBaselines
 from latent_ode.errors import ConfigError
 
-__all__ = ["BLEND_BINS", "BaselineBlend", "fit_weight"]
+__all__ = ["BLEND_BINS", "BaselineBlend", "fit_weight", "lookup_gap_bins"]
 
 #: Gap bins per regime and channel when there are enough validation points for each.
 BLEND_BINS = 3
@@ -159,7 +159,7 @@ class BaselineBlend:
                               f"optionally {sorted(optional)}; got {data!r}.")
         try:
             weights = np.asarray(data["weights"], dtype=np.float64)
-            edges = np.asarray(_nulls_to_inf(data["edges"]), dtype=np.float64)
+            edges = np.asarray(nulls_to_inf(data["edges"]), dtype=np.float64)
             unobserved = (np.asarray(data["unobserved"], dtype=np.float64)
                           if "unobserved" in data else None)
             fallback = np.asarray(data["fallback"], dtype=np.float64) if "fallback" in data else None
@@ -180,15 +180,7 @@ class BaselineBlend:
     def weight_tensor(self, position: Tensor, gap: Tensor) -> Tensor:
         """(B, Q, D) weights for queries at ``position`` (B, Q) with per-channel gaps ``gap``
         (B, Q, D), on ``gap``'s device and dtype."""
-        d, k = self.weights.shape[1], self.weights.shape[2]
-        w = torch.as_tensor(self.weights, dtype=gap.dtype, device=gap.device)  # (3, D, K)
-        if k == 1:
-            return w[position, :, 0] if d else gap.new_zeros(gap.shape)
-        edges = torch.as_tensor(self.edges, dtype=gap.dtype, device=gap.device)  # (3, D, K-1)
-        e = edges[position]  # (B, Q, D, K-1)
-        which = (gap[..., None] >= e).sum(-1)  # (B, Q, D), in [0, K-1]
-        table = w[position]  # (B, Q, D, K)
-        return table.gather(-1, which[..., None]).squeeze(-1)
+        return lookup_gap_bins(self.weights, self.edges, position, gap)
 
     def apply(self, samples: Tensor, baselines: ChannelBaselines, position: Tensor) -> Tensor:
         """(S, B, Q, D) samples blended towards ``baselines.linear`` where the context observed
@@ -206,12 +198,29 @@ class BaselineBlend:
         return base + w * (samples - base)
 
 
+def lookup_gap_bins(table: np.ndarray, edges: np.ndarray, position: Tensor, gap: Tensor
+                    ) -> Tensor:
+    """(B, Q, D) entries of a per-regime, per-channel, per-gap-bin ``table`` (3, C, K) with
+    increasing bin ``edges`` (3, C, K - 1), for queries at ``position`` (B, Q) with gaps ``gap``
+    (B, Q, D); C is D, or 1 for one row shared by every channel. A gap g falls in bin
+    ``searchsorted(edges, g, side="right")``. On ``gap``'s device and dtype."""
+    c, k = table.shape[1], table.shape[2]
+    t = torch.as_tensor(table, dtype=gap.dtype, device=gap.device)[position]  # (B, Q, C, K)
+    if c == 0:
+        return gap.new_zeros(gap.shape)
+    if k == 1:
+        return t[..., 0].expand(gap.shape)
+    e = torch.as_tensor(edges, dtype=gap.dtype, device=gap.device)[position]  # (B, Q, C, K-1)
+    which = (gap[..., None] >= e).sum(-1)  # (B, Q, D), in [0, K-1]
+    return t.expand(*gap.shape, k).gather(-1, which[..., None]).squeeze(-1)
+
+
 def _check_weights(name: str, w: np.ndarray) -> None:
     if not (np.isfinite(w).all() and (w >= 0).all() and (w <= 1).all()):
         raise ConfigError(f"`blend.{name}` must lie in [0, 1]; got {w.tolist()}.")
 
 
-def _nulls_to_inf(x: Any) -> Any:
+def nulls_to_inf(x: Any) -> Any:
     if isinstance(x, Sequence) and not isinstance(x, str):
-        return [_nulls_to_inf(v) for v in x]
+        return [nulls_to_inf(v) for v in x]
     return float("inf") if x is None else x

@@ -16,6 +16,7 @@ from latent_ode.baselines import ChannelBaselines, channel_baselines, mix_baseli
 from latent_ode.blend import BaselineBlend
 from latent_ode.checkpoint import check_weight_shapes, load_weights, read_config, save_model_files
 from latent_ode.config import ModelConfig, SolverConfig, config_from_dict, config_to_dict
+from latent_ode.coverage import NoiseScale
 from latent_ode.data import Observations, Series, collate
 from latent_ode.errors import CheckpointError, ConfigError, DataError, ShapeError, SolverError
 from latent_ode.model import LatentODE
@@ -234,6 +235,9 @@ class Forecaster:
             :func:`latent_ode.fit` fits it on the validation split when ``calibrate_blend`` is
             set. ``None``: the model's answer unchanged (weight 1, as checkpoints written
             before it predicted).
+        noise_scale: per regime and gap bin, the factor the noise is multiplied by so that 90%
+            intervals cover 90% across gaps (:mod:`latent_ode.coverage`); ``None``: 1, as
+            checkpoints written before it predicted.
     """
 
     def __init__(self, model: LatentODE, normaliser: Normaliser, *, channels: Sequence[str],
@@ -242,7 +246,8 @@ class Forecaster:
                  extrap_noise_std: Sequence[float] | np.ndarray | None = None,
                  backcast_noise_std: Sequence[float] | np.ndarray | None = None,
                  noise_growth: Sequence[Sequence[float]] | np.ndarray | None = None,
-                 blend: BaselineBlend | None = None) -> None:
+                 blend: BaselineBlend | None = None,
+                 noise_scale: NoiseScale | None = None) -> None:
         d = model.config.input_dim
         if len(channels) != d or normaliser.num_channels != d:
             raise ShapeError(f"`channels` ({len(channels)}) and the normaliser "
@@ -268,6 +273,7 @@ class Forecaster:
             raise ConfigError(f"`blend` must have weights for the model's {d} channels; got "
                               f"{blend.num_channels}.")
         self.blend = blend
+        self.noise_scale = noise_scale
 
     def noise_tensor(self, position: Tensor, like: Tensor, gap: Tensor | None = None) -> Tensor:
         """(B, Q, D) predictive noise std for queries at ``position`` (B, Q) against their
@@ -281,10 +287,14 @@ class Forecaster:
         """
         table = np.stack([self.backcast_noise_std, self.noise_std, self.extrap_noise_std])
         base = torch.as_tensor(table, dtype=like.dtype, device=like.device)[position]
-        if gap is None or not self.noise_growth.any():
-            return base
-        growth = torch.as_tensor(self.noise_growth, dtype=like.dtype, device=like.device)[position]
-        return torch.sqrt(base**2 + growth * gap.to(like.dtype))
+        if gap is not None and self.noise_growth.any():
+            growth = torch.as_tensor(self.noise_growth, dtype=like.dtype,
+                                     device=like.device)[position]
+            base = torch.sqrt(base**2 + growth * gap.to(like.dtype))
+        if self.noise_scale is not None:
+            base = base * self.noise_scale.tensor(
+                position, base.new_zeros(base.shape) if gap is None else gap.to(like.dtype))
+        return base
 
     @classmethod
     def create(cls, model_config: ModelConfig, normaliser: Normaliser, *, channels: Sequence[str],
@@ -328,6 +338,8 @@ class Forecaster:
         }
         if self.blend is not None:
             config["blend"] = self.blend.to_dict()
+        if self.noise_scale is not None:
+            config["noise_scale"] = self.noise_scale.to_dict()
         return save_model_files(directory, self.model, config)
 
     @classmethod
@@ -343,8 +355,10 @@ class Forecaster:
         expected = {"model", "normaliser", "channels", "time_unit", "metadata", "noise_std"}
         # Checkpoints written before the noise was calibrated per regime lack these; they get
         # ``noise_std`` everywhere, as they predicted then.
-        # Those written before the blend lack it: the model's answer unchanged, as then.
-        optional = {"extrap_noise_std", "backcast_noise_std", "noise_growth", "blend"}
+        # Those written before the blend lack it: the model's answer unchanged, as then; and
+        # before the noise scale, factor 1.
+        optional = {"extrap_noise_std", "backcast_noise_std", "noise_growth", "blend",
+                    "noise_scale"}
         if not expected <= set(data) <= expected | optional:
             raise CheckpointError(f"config.json in {str(directory)!r} must have the keys "
                                   f"{sorted(expected)} (and optionally {sorted(optional)}); "
@@ -369,7 +383,9 @@ class Forecaster:
                      extrap_noise_std=data.get("extrap_noise_std"),
                      backcast_noise_std=data.get("backcast_noise_std"),
                      noise_growth=data.get("noise_growth"),
-                     blend=(BaselineBlend.from_dict(data["blend"]) if "blend" in data else None))
+                     blend=(BaselineBlend.from_dict(data["blend"]) if "blend" in data else None),
+                     noise_scale=(NoiseScale.from_dict(data["noise_scale"])
+                                  if "noise_scale" in data else None))
         except (ConfigError, ShapeError) as exc:
             raise CheckpointError(f"config.json in {str(directory)!r} is invalid: {exc}") from exc
         return fc.to(device)

@@ -17,6 +17,7 @@ import torch
 from latent_ode.baselines import channel_baselines, mix_baselines
 from latent_ode.blend import BLEND_BINS, BaselineBlend, fit_weight
 from latent_ode.config import TrainConfig
+from latent_ode.coverage import NoiseScale
 from latent_ode.data import Observations
 from latent_ode.forecaster import (
     BACKCAST,
@@ -35,6 +36,13 @@ _MIN_CALIBRATION_POINTS = 20
 
 # Offsets the calibration's context draws from the training seed.
 _SEED_OFFSET = 104729
+
+# The noise scale (latent_ode/coverage.py): equal-count gap bins per regime, bounds on a factor
+# (a bin whose points all sit inside the samples' spread would ask for 0), and the bisection
+# steps of each point's least factor (2^-20 of the bracket).
+COVERAGE_BINS = 5
+_MIN_SCALE, _MAX_SCALE = 0.2, 5.0
+_SCALE_BISECTIONS = 20
 
 # Fewer held-out validation points than this in a regime and channel: the blend weight is not
 # fitted there; the model keeps its answer (weight 1).
@@ -69,17 +77,21 @@ class NoiseCalibration:
             (``noise_std``, ``extrap_noise_std``, ``backcast_noise_std``).
         growth: (3, D) extra variance per unit of gap, regimes in :func:`window_position`'s
             order (``noise_growth``).
+        scale: per regime and gap bin, the factor that makes the 90% intervals cover 90% of
+            the validation points in each bin (``noise_scale``, :mod:`latent_ode.coverage`).
     """
 
     inside: np.ndarray
     after: np.ndarray
     before: np.ndarray
     growth: np.ndarray
+    scale: NoiseScale | None = None
 
     def apply(self, forecaster: Forecaster) -> None:
         """Set the forecaster's noise to this calibration."""
         forecaster.noise_std, forecaster.extrap_noise_std = self.inside, self.after
         forecaster.backcast_noise_std, forecaster.noise_growth = self.before, self.growth
+        forecaster.noise_scale = self.scale
 
 
 def _fit_growth(r: torch.Tensor, g: torch.Tensor, floor: float) -> tuple[float, float]:
@@ -145,9 +157,9 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
     sq = torch.zeros(3, d, dtype=torch.float64)
     var = torch.zeros(3, d, dtype=torch.float64)
     count = torch.zeros(3, d, dtype=torch.float64)
-    # Per regime and channel: the held-out points' residual variances and gaps, for the slope.
-    points: list[list[list[tuple[torch.Tensor, torch.Tensor]]]] = [[[] for _ in range(d)]
-                                                                     for _ in range(3)]
+    # Per regime and channel: the held-out points' squared residuals, sample spreads and gaps,
+    # for the slope and the scale.
+    points: list[list[list[torch.Tensor]]] = [[[] for _ in range(d)] for _ in range(3)]
     for context, raw_context, target, raw_target in _validation_pairs(val, raw, config, gen):
         base = channel_baselines(context, target.times)  # once: the anchor and the gaps
         lines = None if raw is None else channel_baselines(raw_context, target.times)
@@ -160,7 +172,9 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
         resid = (samples.mean(0) - raw_target.values) ** 2
         spread = samples.var(0, unbiased=False)
         # On the host once per batch: the per-channel selections below would each sync a device.
-        excess, gap = (resid - spread).double().cpu(), base.data_gap().double().cpu()
+        # Per point: residual², spread, gap, then each sample's deviation from the truth.
+        rows = torch.cat([torch.stack([resid, spread, base.data_gap()], dim=-1),
+                          (samples - raw_target.values).movedim(0, -1)], dim=-1).double().cpu()
         for k in range(3):
             m = heldout & (position == k)
             sq[k] += (resid * m).sum((0, 1)).double().cpu()
@@ -170,7 +184,7 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
             for j in range(d):
                 mj = m[..., j]
                 if bool(mj.any()):
-                    points[k][j].append((excess[..., j][mj], gap[..., j][mj]))
+                    points[k][j].append(rows[..., j, :][mj])
     floor = forecaster.model.config.obs_std
 
     def noise(sq: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -185,14 +199,64 @@ def calibrate_noise(forecaster: Forecaster, val: Observations, config: TrainConf
         for j in range(d):
             if count[k, j] < _MIN_CALIBRATION_POINTS:
                 continue  # too few to fit a slope: the regime's (or pooled) constant
-            r = torch.cat([p[0] for p in points[k][j]])
-            g = torch.cat([p[1] for p in points[k][j]])
-            a, b = _fit_growth(r, g, floor)
+            p = torch.cat(points[k][j])
+            a, b = _fit_growth(p[:, 0] - p[:, 1], p[:, 2], floor)
             each[k][j], growth[k, j] = np.sqrt(a), b
     return NoiseCalibration(inside=each[INTERPOLATION], after=each[EXTRAPOLATION],
-                            before=each[BACKCAST], growth=growth)
+                            before=each[BACKCAST], growth=growth,
+                            scale=_fit_scale(points, each, growth))
 
 
+def _fit_scale(points: list[list[list[torch.Tensor]]], each: list[np.ndarray],
+               growth: np.ndarray, bins: int = COVERAGE_BINS) -> NoiseScale:
+    """Per regime, ``bins`` equal-count gap bins of the held-out points (channels pooled) and
+    each bin's factor on the noise for 90% coverage (:mod:`latent_ode.coverage`); a bin with
+    fewer than ``_MIN_BIN_POINTS`` points takes its regime's single factor, a regime with fewer
+    than ``_MIN_BLEND_POINTS`` factor 1."""
+    factors, edges = np.ones((3, bins)), np.full((3, bins - 1), np.inf)
+    for k in range(3):
+        need, gaps = [], []
+        for j, parts in enumerate(points[k]):
+            if not parts:
+                continue
+            p = torch.cat(parts)  # (N, 3 + S): residual², spread, gap, sample - truth
+            sigma = torch.sqrt(each[k][j] ** 2 + growth[k, j] * p[:, 2])
+            need.append(_needed_scale(p[:, 3:], sigma).numpy())
+            gaps.append(p[:, 2].numpy())
+        if not need or sum(x.size for x in need) < _MIN_BLEND_POINTS:
+            continue
+        c, g = np.concatenate(need), np.concatenate(gaps)
+        whole = np.quantile(c, 0.9)
+        if c.size < bins * _MIN_BIN_POINTS:
+            factors[k] = whole
+            continue
+        edges[k] = np.quantile(g, np.arange(1, bins) / bins)
+        which = np.searchsorted(edges[k], g, side="right")
+        factors[k] = [np.quantile(c[which == b], 0.9) if (which == b).sum() >= _MIN_BIN_POINTS
+                      else whole for b in range(bins)]
+    return NoiseScale(factors=np.clip(factors, _MIN_SCALE, _MAX_SCALE), edges=edges)
+
+
+def _needed_scale(dev: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(N,) the least factor ``c`` on the noise ``sigma`` (N,) that puts each truth inside the
+    central 90% interval of its mixture of N(sample, (c·sigma)²), given the samples'
+    deviations from the truth ``dev`` (N, S); at most ``_MAX_SCALE`` · 4.
+
+    The truth is inside while its mixture CDF F_c = mean_s Φ(−dev_s / (c·sigma)) lies in
+    [0.05, 0.95]; every term moves towards 1/2 as c grows, so inside-ness is monotone in c and
+    bisection finds the threshold."""
+    def inside(c: torch.Tensor) -> torch.Tensor:
+        cdf = torch.special.ndtr(-dev / (c * sigma)[:, None]).mean(dim=1)
+        return (cdf >= 0.05) & (cdf <= 0.95)
+
+    lo = torch.zeros_like(sigma)
+    hi = torch.full_like(sigma, 4.0 * _MAX_SCALE)
+    for _ in range(_SCALE_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        ok = inside(mid.clamp_min(1e-6))
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    return hi
 def _fit_bins(delta: np.ndarray, target: np.ndarray, gap: np.ndarray, bins: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(K,) weights and (K - 1,) gap edges of one regime and channel from its held-out points:
