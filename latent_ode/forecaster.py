@@ -138,7 +138,9 @@ def mixture_quantiles(means: Tensor, std: float | Tensor, levels: Sequence[float
     """
     # Without argument validation: a non-finite component makes its own quantiles NaN (which
     # the caller reports) instead of raising for the whole batch.
-    std = torch.as_tensor(std, dtype=means.dtype, device=means.device)
+    # A zero noise (a mixture of point masses) is solved as a very narrow one: its quantiles
+    # are then the samples' own, within 1e-12.
+    std = torch.as_tensor(std, dtype=means.dtype, device=means.device).clamp_min(1e-12)
     target = torch.tensor(list(levels), dtype=means.dtype, device=means.device)
     target = target.reshape(-1, *([1] * (means.ndim - 1)))  # (K, 1, ...)
     z = torch.special.ndtri(target)

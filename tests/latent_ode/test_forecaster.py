@@ -390,6 +390,16 @@ def test_mixture_quantiles_solve_the_cdf_in_float32_from_one_mode_to_separated_m
     assert bool((q.diff(dim=0) >= 0).all())
 
 
+def test_mixture_quantiles_of_point_masses_are_the_samples_quantiles() -> None:
+    """Zero noise: F is a step function; each level lands on the sample where F crosses it."""
+    from latent_ode.forecaster import mixture_quantiles
+
+    means = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    q = mixture_quantiles(means, 0.0, (0.1, 0.6, 0.9)).flatten()
+    torch.testing.assert_close(q, torch.tensor([0.0, 2.0, 3.0]), rtol=0, atol=1e-6)
+    assert bool(torch.isfinite(q).all())
+
+
 def test_quantiles_of_padded_queries_equal_those_of_each_series_alone(
         two_channel_forecaster) -> None:
     fc, _ = two_channel_forecaster
