@@ -297,3 +297,32 @@ def test_calibration_fits_against_the_unclipped_values_and_the_mean_of_unseen_ch
                                                clip=False), axis=0)
     np.testing.assert_allclose(blend.fallback, expected, rtol=1e-5, atol=1e-6)
     assert blend.unobserved[EXTRAPOLATION, 1] < 0.05  # the mean, not the decoder's 0
+
+
+def test_the_anchor_reads_the_unclipped_lines_where_they_err_no_more() -> None:
+    """Per channel, the anchor's lines are chosen on validation: a tie (the clip never touches
+    the channel) goes to the user's own, unclipped lines."""
+    from latent_ode import DecoderConfig
+    from latent_ode.tasks import to_model_batch
+
+    series = _data(80, seed=9)
+    # Fitted on data whose quantile bounds lie outside every validation value: the clip never
+    # bites there, so both choices score alike on both channels.
+    wide = _data(400, seed=10) + [Series(times=np.linspace(0, 1, 20),
+                                         values=np.full((20, 2), v), id=f"w{v}")
+                                  for v in (-50.0, 50.0)]
+    norm = Normaliser.fit(wide, kind="robust", time_scale=1.0)
+    cfg = ModelConfig(input_dim=2, latent_dim=4, decoder=DecoderConfig(anchor=True),
+                      encoder=EncoderConfig(hidden=8, units=16), dynamics=DynamicsConfig(units=16))
+    fc = Forecaster.create(cfg, norm, channels=["line", "noise"], time_unit="s", seed=0)
+    fc.model.eval()
+    val = to_model_batch(fc, series)
+    blend = calibrate_blend(fc, val, TrainConfig(batch_size=40, seed=0), num_samples=2,
+                            raw=to_model_batch(fc, series, clip=False))
+    assert blend.raw_anchor is not None
+    assert torch.equal(to_model_batch(fc, series, clip=False).values, val.values)
+    assert blend.raw_anchor.tolist() == [True, True]  # ties: the user's own lines
+    # Without an anchor there is nothing to choose.
+    plain = _constant_model()
+    assert calibrate_blend(plain, collate(_data(40, seed=1)), TrainConfig(batch_size=40),
+                           num_samples=2, raw=collate(_data(40, seed=1))).raw_anchor is None
