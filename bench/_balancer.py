@@ -86,19 +86,28 @@ def start_nginx(conf: Path, port: int, *, timeout: float = 30) -> subprocess.Pop
         proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf),
                                  "-e", str(workdir / "error.log")],
                                 stdout=out, stderr=subprocess.STDOUT)
+    wait_ready(proc, f"http://127.0.0.1:{port}/livez", timeout=timeout, name="nginx",
+               see=workdir, poll=0.1)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, *, timeout: float, name: str,
+               see: Path, poll: float = 0.25) -> None:
+    """Poll ``url`` until it answers 200; raise (killing ``proc``) if ``proc`` exits first or
+    ``timeout`` seconds pass (``name`` and the folder or log ``see`` in the message)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited with {proc.returncode}; see {workdir}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {see}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return proc
+                    return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
-        time.sleep(0.1)
+        time.sleep(poll)
     proc.kill()
-    raise TimeoutError(f"nginx did not answer in {timeout} s; see {workdir}")
+    raise TimeoutError(f"{name} was not ready in {timeout:g} s; see {see}")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -222,19 +222,14 @@ def recalibrate(forecaster: Any, val: list[Series], config_path: Path, seed: int
     ``val`` again, as :func:`latent_ode.fit` does when training ends; returns the seconds."""
     import dataclasses
 
-    from latent_ode.tasks import to_model_batch
-    from latent_ode.training.calibration import calibrate_blend, calibrate_noise
+    from latent_ode.training.loop import calibrate
     from pipelines.config import load_config
 
     start = time.perf_counter()
-    config = dataclasses.replace(load_config(config_path).train, seed=seed)
-    val_obs = to_model_batch(forecaster, val)
-    raw = (to_model_batch(forecaster, val, clip=False)
-           if forecaster.normaliser.clip is not None else None)
+    config = dataclasses.replace(load_config(config_path).train, seed=seed, calibrate_blend=blend,
+                                 calibrate_noise=True)
     forecaster.blend = None
-    if blend:
-        forecaster.blend = calibrate_blend(forecaster, val_obs, config, raw=raw)
-    calibrate_noise(forecaster, val_obs, config, raw=raw).apply(forecaster)
+    calibrate(forecaster, val, config)
     return time.perf_counter() - start
 
 

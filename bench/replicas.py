@@ -37,13 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from _balancer import nginx_binary, start_nginx, stop, write_nginx_conf
+from _balancer import nginx_binary, start_nginx, stop, wait_ready, write_nginx_conf
 from _results import write_results
 from serve_load import drive, make_bodies, register_model
 
@@ -83,19 +81,8 @@ def start_replica(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[byte
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=log.parent)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"a replica exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, f"127.0.0.1:{port}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    proc.kill()
-    raise TimeoutError(f"a replica was not ready in 180 s; see {log}")
+    wait_ready(proc, f"http://127.0.0.1:{port}/readyz", timeout=180, name="a replica", see=log)
+    return proc, f"127.0.0.1:{port}"
 
 
 def projection(direct: float, two: float, cpu_ms_per_series: float,

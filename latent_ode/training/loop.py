@@ -255,6 +255,33 @@ class _Run:
                 cb(event)
 
 
+def calibrate(forecaster: Forecaster, val: Sequence[Series], config: TrainConfig, *,
+              val_obs: Observations | None = None) -> None:
+    """What :func:`fit` does once training ends, on the validation series: the blend towards
+    the baselines (``config.calibrate_blend``), then the predictive noise
+    (``config.calibrate_noise``) on the blended answers (calibration.py), both against the
+    user's own values, unclipped, as :meth:`Forecaster.predict` answers them.
+
+    ``val_obs``: ``to_model_batch(forecaster, val)`` when the caller has it.
+    """
+    if val_obs is None:
+        val_obs = to_model_batch(forecaster, val)
+    raw = (to_model_batch(forecaster, val, clip=False)
+           if forecaster.normaliser.clip is not None else None)
+    if config.calibrate_blend:
+        forecaster.blend = calibrate_blend(forecaster, val_obs, config, raw=raw)
+        logger.info("blend towards the baselines, weight of the model per regime (backcast, "
+                    "interpolation, forecast), channel and gap bin: %s",
+                    forecaster.blend.weights.round(3).tolist())
+    if config.calibrate_noise:
+        calibrate_noise(forecaster, val_obs, config, raw=raw).apply(forecaster)
+        logger.info("calibrated predictive noise std per channel: %s inside the observed "
+                    "window, %s after it, %s before it; variance growth per unit of gap %s",
+                    *([round(float(x), 5) for x in n] for n in (
+                        forecaster.noise_std, forecaster.extrap_noise_std,
+                        forecaster.backcast_noise_std, forecaster.noise_growth.ravel())))
+
+
 def fit(
     forecaster: Forecaster,
     train: Sequence[Series],
@@ -312,22 +339,7 @@ def fit(
     run.snapshot()
     model.load_state_dict(run.best_weights)
     model.eval()
-    # The blend first: the noise is fitted on the blended answers (calibration.py). Both
-    # against the user's own values, unclipped, as predict answers them.
-    raw = (to_model_batch(forecaster, val, clip=False)
-           if forecaster.normaliser.clip is not None else None)
-    if config.calibrate_blend:
-        forecaster.blend = calibrate_blend(forecaster, val_obs, config, raw=raw)
-        logger.info("blend towards the baselines, weight of the model per regime (backcast, "
-                    "interpolation, forecast), channel and gap bin: %s",
-                    forecaster.blend.weights.round(3).tolist())
-    if config.calibrate_noise:
-        calibrate_noise(forecaster, val_obs, config, raw=raw).apply(forecaster)
-        logger.info("calibrated predictive noise std per channel: %s inside the observed "
-                    "window, %s after it, %s before it; variance growth per unit of gap %s",
-                    *([round(float(x), 5) for x in n] for n in (
-                        forecaster.noise_std, forecaster.extrap_noise_std,
-                        forecaster.backcast_noise_std, forecaster.noise_growth.ravel())))
+    calibrate(forecaster, val, config, val_obs=val_obs)
     state = run.state
     result = TrainResult(best_metric=state.best_metric, best_step=state.best_step,
                          steps=state.step, epochs=state.epoch, stopped=stopped,

@@ -10,7 +10,7 @@ import torch
 
 from latent_ode import CheckpointError, ConfigError, Forecaster, ModelConfig, Normaliser, Series
 from latent_ode.coverage import NoiseScale
-from latent_ode.forecaster import EXTRAPOLATION, INTERPOLATION
+from latent_ode.forecaster import INTERPOLATION
 from latent_ode.training.calibration import COVERAGE_BINS, _fit_scale, _needed_scale
 
 
@@ -70,7 +70,6 @@ def test_noise_tensor_multiplies_by_the_factor_of_the_gap_bin() -> None:
     fc.noise_scale = None
     torch.testing.assert_close(fc.noise_tensor(position, gap, gap),
                                torch.tensor([[[1.0, 2.0], [1.0, 2.0]]]))
-    assert EXTRAPOLATION != INTERPOLATION
 
 
 def test_noise_scale_round_trips_and_old_checkpoints_load_without_it(tmp_path) -> None:
