@@ -9,9 +9,15 @@ import pytest
 import torch
 
 from latent_ode import CheckpointError, ConfigError, Forecaster, ModelConfig, Normaliser, Series
+from latent_ode.config import TrainConfig
 from latent_ode.coverage import NoiseScale
-from latent_ode.forecaster import INTERPOLATION
-from latent_ode.training.calibration import COVERAGE_BINS, _fit_scale, _needed_scale
+from latent_ode.forecaster import EXTRAPOLATION, INTERPOLATION
+from latent_ode.training.calibration import (
+    COVERAGE_BINS,
+    _fit_scale,
+    _needed_scale,
+    scale_passes,
+)
 
 
 def _forecaster() -> Forecaster:
@@ -39,7 +45,7 @@ def test_fitted_factors_cover_ninety_percent_in_every_gap_bin() -> None:
     truth = rng.normal(0.0, truth_sd)
     dev = samples - truth[:, None]
     resid = (samples.mean(1) - truth) ** 2
-    rows = torch.as_tensor(np.column_stack([resid, samples.var(1), gap, dev]))
+    rows = torch.as_tensor(np.column_stack([resid, samples.var(1), gap, np.ones(n), dev]))
     points = [[[]], [[rows]], [[]]]  # interpolation only, one channel
     each = [np.ones(1), np.array([1.2]), np.ones(1)]
     growth = np.zeros((3, 1))
@@ -53,6 +59,64 @@ def test_fitted_factors_cover_ninety_percent_in_every_gap_bin() -> None:
     inside = (cdf >= 0.05) & (cdf <= 0.95)
     for b in range(COVERAGE_BINS):
         assert abs(inside[which == b].mean() - 0.9) < 0.01, (b, inside[which == b].mean())
+
+
+def test_points_flagged_out_of_the_scale_do_not_move_it() -> None:
+    """Rows whose fourth column is 0 (an interpolation context's points after its last
+    observation) count for the noise line, not for the scale: wild ones change no factor."""
+    rng = np.random.default_rng(2)
+    n = 2000
+    gap = rng.uniform(0.0, 1.0, n)
+    dev = rng.normal(0.0, 1.0, (n, 1)) + rng.normal(0.0, 0.1, (n, 4))
+    rows = torch.as_tensor(np.column_stack([dev.mean(1) ** 2, dev.var(1), gap, np.ones(n), dev]))
+    wild = rows[:300].clone()
+    wild[:, 3] = 0.0
+    wild[:, 4:] *= 50.0
+    each, growth = [np.ones(1)] * 3, np.zeros((3, 1))
+    alone = _fit_scale([[[]], [[]], [[rows]]], each, growth)
+    mixed = _fit_scale([[[]], [[]], [[rows, wild]]], each, growth)
+    np.testing.assert_array_equal(alone.factors, mixed.factors)
+    np.testing.assert_array_equal(alone.edges, mixed.edges)
+    counted = wild.clone()
+    counted[:, 3] = 1.0
+    assert (_fit_scale([[[]], [[]], [[rows, counted]]], each, growth).factors[EXTRAPOLATION]
+            > alone.factors[EXTRAPOLATION]).all()
+
+
+def test_after_the_window_the_scale_takes_the_forecast_task_points_only(monkeypatch) -> None:
+    """calibrate_noise flags for the scale every held-out forecast point and no interpolation
+    point that lies after its context; with ``passes`` it draws the contexts that many times."""
+    from latent_ode.tasks import extrapolation_task, seen_in_context, to_model_batch
+    from latent_ode.training import calibration
+    from pipelines.sources.periodic import periodic
+
+    data = periodic(30, n_times=20, shared_grid=False, seed=0)
+    norm = Normaliser.fit(data[:20], kind="none", time_scale=1.0)
+    fc = Forecaster.create(ModelConfig(input_dim=1, latent_dim=2), norm, channels=["x"],
+                           time_unit="s", seed=0)
+    val = to_model_batch(fc, data[20:])
+    context, target = extrapolation_task(val, 0.5)
+    forecast_points = int((target.mask & ~seen_in_context(context, target)).sum())
+    seen: list[list] = []
+    real_fit = calibration._fit_scale
+
+    def spy(points, each, growth, bins=COVERAGE_BINS):
+        seen.append(points)
+        return real_fit(points, each, growth, bins)
+
+    monkeypatch.setattr(calibration, "_fit_scale", spy)
+    for passes in (1, 3):
+        calibration.calibrate_noise(fc, val, TrainConfig(batch_size=4, seed=0), passes=passes)
+        after = torch.cat(seen[-1][EXTRAPOLATION][0])
+        flagged = int((after[:, 3] > 0).sum())
+        assert flagged == passes * forecast_points
+        assert after.shape[0] > flagged  # interpolation contexts left points after them too
+        inside = torch.cat(seen[-1][INTERPOLATION][0])
+        assert (inside[:, 3] > 0).all()
+
+
+def test_small_validation_splits_are_drawn_more_times() -> None:
+    assert [scale_passes(n) for n in (1, 30, 100, 400, 799, 800, 1598)] == [8, 8, 8, 2, 2, 1, 1]
 
 
 def test_noise_tensor_multiplies_by_the_factor_of_the_gap_bin() -> None:

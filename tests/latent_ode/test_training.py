@@ -186,14 +186,15 @@ def test_noise_calibration_per_regime_falls_back_to_the_pooled_value(monkeypatch
     fc, _, val = _setup()
     val_obs = to_model_batch(fc, val)
     cfg = TrainConfig(batch_size=10, seed=0)
-    calib = calibrate_noise(fc, val_obs, cfg)
+    # One draw of the contexts (a split this small is drawn 8 times by default).
+    calib = calibrate_noise(fc, val_obs, cfg, passes=1)
     inside, after, before = calib.inside, calib.after, calib.before
     assert inside[0] != after[0]
     # Ten series of 20 points: about 100 held-out points inside the windows and 100 after them,
     # but a backcast point only where a context misses a series' first point: too few to
     # estimate from, so the backcast does not get its own estimate...
     monkeypatch.setattr(calibration, "_MIN_CALIBRATION_POINTS", 1)
-    own = calibrate_noise(fc, val_obs, cfg)
+    own = calibrate_noise(fc, val_obs, cfg, passes=1)
     assert (own.inside[0], own.after[0]) == (inside[0], after[0])
     assert own.before[0] != before[0]
     monkeypatch.undo()
