@@ -343,6 +343,12 @@ class TrainConfig:
             validation split's held-out points (:mod:`latent_ode.blend`), so that a channel the
             model predicts worse than drawing lines is answered (mostly) by the lines. Off by
             default.
+        balance_channels: exponent ``a`` of each channel's weight in the training objective,
+            ``(mean count / channel's count) ** a`` over the training split's observations,
+            scaled so that the observations' mean weight is 1 and clipped to [0.1, 10]. 0 (the
+            default): every observation weighs the same, so frequent channels dominate; 1: every
+            channel weighs the same, as the pooled figures of ``evaluate`` (and P1) average over
+            channels.
     """
 
     batch_size: int = 50
@@ -373,6 +379,7 @@ class TrainConfig:
     progress: bool = True
     calibrate_noise: bool = True
     calibrate_blend: bool = False
+    balance_channels: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -394,6 +401,7 @@ class TrainConfig:
         _check(0 < self.interp_fraction <= 1, self, "interp_fraction", "in (0, 1]")
         _check(0 < self.extrap_split < 1, self, "extrap_split", "in (0, 1)")
         _check(self.patience is None or self.patience >= 1, self, "patience", "a positive integer or None")
+        _check(0 <= self.balance_channels <= 1, self, "balance_channels", "in [0, 1]")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

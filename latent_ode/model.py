@@ -78,13 +78,19 @@ class LatentODE(nn.Module):
                                     math.log(config.obs_std - config.obs_std_min + 1e-12)))
             if config.learn_obs_std else None
         )
+        # (D,) weights of each channel's term of the objective, set by the training loop
+        # (TrainConfig.balance_channels); not part of the saved model.
+        self.channel_weight: Tensor | None = None
 
     @property
     def obs_std(self) -> float | Tensor:
-        """The observation noise std of the objective: ``obs_std``, or (D,) learned per channel."""
-        if self.obs_log_excess is None:
-            return self.config.obs_std
-        return self.config.obs_std_min + torch.exp(self.obs_log_excess)
+        """The observation noise std of the objective: ``obs_std``, or (D,) learned per channel;
+        divided by the square root of each channel's weight when ``channel_weight`` is set."""
+        std: float | Tensor = (self.config.obs_std if self.obs_log_excess is None
+                               else self.config.obs_std_min + torch.exp(self.obs_log_excess))
+        if self.channel_weight is not None:
+            std = std / torch.sqrt(self.channel_weight)
+        return std
 
     def means(self, decoded: Tensor, context: Observations, query_times: Tensor, *,
               baselines: ChannelBaselines | None = None) -> Tensor:

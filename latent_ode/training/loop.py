@@ -18,6 +18,7 @@ from pathlib import Path
 from time import monotonic  # the training clock (module-level: a test replaces it)
 from typing import Literal
 
+import numpy as np
 import torch
 
 from latent_ode.config import TrainConfig
@@ -38,6 +39,9 @@ from latent_ode.training.validation import validate
 __all__ = ["StopReason", "TrainEvent", "TrainResult", "fit"]
 
 logger = logging.getLogger(__name__)
+
+# The bounds of a channel's weight in the objective (TrainConfig.balance_channels).
+_MIN_CHANNEL_WEIGHT, _MAX_CHANNEL_WEIGHT = 0.1, 10.0
 
 StopReason = Literal["max_epochs", "max_steps", "max_time", "early_stop"]
 
@@ -282,6 +286,22 @@ def calibrate(forecaster: Forecaster, val: Sequence[Series], config: TrainConfig
                         forecaster.backcast_noise_std, forecaster.noise_growth.ravel())))
 
 
+def channel_weights(train: Sequence[Series], balance: float, model: LatentODE
+                    ) -> torch.Tensor | None:
+    """(D,) weights of the channels' terms in the objective (``TrainConfig.balance_channels``),
+    on the model's device; ``None`` for ``balance`` 0."""
+    if balance == 0:
+        return None
+    counts = np.sum([np.isfinite(s.values).sum(axis=0) for s in train], axis=0).astype(float)
+    seen = counts > 0
+    weight = np.ones_like(counts)
+    weight[seen] = (counts[seen].mean() / counts[seen]) ** balance
+    weight /= (weight * counts).sum() / counts.sum()  # the observations' mean weight is 1
+    weight = np.clip(weight, _MIN_CHANNEL_WEIGHT, _MAX_CHANNEL_WEIGHT)
+    device = next(model.parameters()).device
+    return torch.as_tensor(weight, dtype=torch.float32, device=device)
+
+
 def fit(
     forecaster: Forecaster,
     train: Sequence[Series],
@@ -322,6 +342,7 @@ def fit(
         raise DataError(f"`train` and `val` must not be empty; got {len(train)} and {len(val)} "
                         "series.")
     model = forecaster.model
+    model.channel_weight = channel_weights(train, config.balance_channels, model)
     group = ProcessGroup.current()
     group.join(model, config.batch_size)
     val_obs = to_model_batch(forecaster, val)

@@ -63,6 +63,8 @@ def test_every_field_is_checked_against_its_annotation(cls: type, kwargs: dict[s
     [
         (TrainConfig, "train", {"lr": "fast"}, r"^`train\.lr` must be a float; got 'fast'\.$"),
         (TrainConfig, "train", {"lr": 0.001, "lr_min": 0.01}, r"^`train\.lr_min` must be in \(0, lr\]"),
+        (TrainConfig, "train", {"balance_channels": 2.0},
+         r"^`train\.balance_channels` must be in \[0, 1\]; got 2\.0\.$"),
         (ModelConfig, "model", {"input_dim": 1, "encoder": {"hidden": "x"}},
          r"^`model\.encoder\.hidden` must be an integer; got 'x'\.$"),
         (ModelConfig, "model", {"input_dim": 1, "solver": {"rtol": 2.0}},

@@ -405,3 +405,42 @@ def test_val_error_ratio_compares_held_out_errors_with_the_baselines() -> None:
     result = fit(fc2, tr, va, TrainConfig(batch_size=10, max_steps=3, progress=False,
                                           val_metric="val_error_ratio", calibrate_noise=False))
     assert result.best_metric == min(h["val_error_ratio"] for h in result.history)
+
+
+def test_balanced_channels_weigh_the_objective_by_inverse_count() -> None:
+    """balance_channels 1: each channel's weight is mean count / its count, scaled so the
+    observations' mean weight is 1 (clipped to [0.1, 10]); 0.5 its square root; 0 none. The
+    objective's noise per channel is obs_std / sqrt(weight), so its squared-error term scales
+    with the weight."""
+    from latent_ode import Series
+    from latent_ode.model import LatentODE
+    from latent_ode.training.loop import channel_weights
+
+    model = LatentODE(ModelConfig(input_dim=4, latent_dim=2, obs_std=0.1))
+    values = np.full((100, 4), np.nan)
+    values[:, 0] = 1.0
+    values[:20, 1] = 1.0
+    values[:5, 2] = 1.0  # channel 3 is never observed
+    data = [Series(times=np.arange(100.0), values=values)]
+    assert channel_weights(data, 0.0, model) is None
+    counts = np.array([100.0, 20.0, 5.0])
+    for a in (0.5, 1.0):
+        w = channel_weights(data, a, model).numpy()
+        raw = (counts.mean() / counts) ** a
+        expected = raw * counts.sum() / (raw * counts).sum()
+        np.testing.assert_allclose(w[:3], np.clip(expected, 0.1, 10.0), rtol=1e-6)
+        assert w[3] > 0
+    w = channel_weights(data, 1.0, model)
+    np.testing.assert_allclose((w[:3].numpy() * counts).sum() / counts.sum(), 1.0, rtol=1e-6)
+    model.channel_weight = w
+    np.testing.assert_allclose(model.obs_std.numpy(), 0.1 / np.sqrt(w.numpy()), rtol=1e-6)
+
+
+def test_balanced_channels_train_and_leave_no_trace_in_the_saved_model(tmp_path) -> None:
+    fc, tr, va = _setup()
+    cfg = TrainConfig(batch_size=10, max_epochs=1, progress=False, seed=0, balance_channels=1.0,
+                      calibrate_noise=False)
+    fit(fc, tr, va, cfg)
+    assert fc.model.channel_weight is not None
+    fc.save(tmp_path / "m")
+    assert Forecaster.load(tmp_path / "m").model.channel_weight is None
