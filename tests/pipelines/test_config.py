@@ -180,14 +180,16 @@ def test_configs_with_flat_model_keys_load_as_the_nested_ones(name: str) -> None
     legacy = load_config(LEGACY / f"{name}.toml")
     shipped = load_config(CONFIGS / f"{name}.toml")
     if name == "physionet":  # the shipped file has since turned the baseline anchor on,
-        # normalises robustly, fits the blend towards the baselines after training and trains
-        # the forecast on 70% of the batches
+        # normalises robustly, fits the blend towards the baselines after training, trains
+        # the forecast on 70% of the batches and has a narrower noise in the objective
         assert shipped.model.decoder.anchor and not legacy.model.decoder.anchor
         assert (shipped.data.normalisation, legacy.data.normalisation) == ("robust", "minmax")
         assert shipped.train.calibrate_blend and not legacy.train.calibrate_blend
         assert (shipped.train.extrap_prob, legacy.train.extrap_prob) == (0.7, 0.5)
+        assert (shipped.model.obs_std, legacy.model.obs_std) == (0.003, 0.01)
         shipped = shipped.model_copy(update={
-            "model": shipped.model.model_copy(update={"decoder": legacy.model.decoder}),
+            "model": shipped.model.model_copy(update={"decoder": legacy.model.decoder,
+                                                      "obs_std": legacy.model.obs_std}),
             "data": shipped.data.model_copy(update={"normalisation": "minmax"}),
             "train": dataclasses.replace(shipped.train, calibrate_blend=False, extrap_prob=0.5)})
     assert legacy == shipped
