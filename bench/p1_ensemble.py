@@ -25,6 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import physionet_p1 as p1  # noqa: E402  (a sibling script)
 
 
+def _pooled(data: p1.P1Data, tasks: list[p1.Task], means: list[list[np.ndarray]]
+            ) -> dict[str, float]:
+    """P1's pooled MSE and MAE of the mean of the given members' (Q, D) means per task."""
+    pv = p1.PerVariable(len(data.channels))
+    for i, t in enumerate(tasks):
+        pv.add(data.scaling.scale(np.mean([m[i] for m in means], axis=0)),
+               data.scaling.scale(t.target))
+    return pv.pooled()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,36 +48,18 @@ def main() -> None:
     import torch
 
     from latent_ode import Forecaster
-    from pipelines.sources.physionet import read_physionet
 
     torch.set_num_threads(1)
-    table, _ = read_physionet([str(a) for a in args.archives])
-    stays = table.series
-    tr, va, te = p1.split_by_stay(len(stays), 42)
-    train, val, test = ([stays[i] for i in idx] for idx in (tr, va, te))
-    scaling = p1.Scaling.fit(train + val)
-    rng = np.random.default_rng(0)
-    tasks = {"forecast": [t for t in (p1.forecast_task(s) for s in test) if t is not None],
-             "interp": [t for t in (p1.interpolation_task(s, rng) for s in test) if t is not None]}
+    data = p1.load_p1(args.archives)
     members = [Forecaster.load(m) for m in args.models]
-    d = len(table.channels)
     out: dict = {"date": time.strftime("%Y-%m-%d"), "models": [str(m) for m in args.models],
                  "num_samples": args.num_samples}
-    for name, ts in tasks.items():
+    for name, ts in (("forecast", data.forecast_tasks), ("interp", data.interp_tasks)):
         means = [[m for m, _ in p1.predict(fc, ts, args.batch, args.num_samples)]
                  for fc in members]
-        scores: dict = {}
-        for k in range(1, len(members) + 1):
-            pv = p1.PerVariable(d)
-            for i, t in enumerate(ts):
-                pv.add(scaling.scale(np.mean([means[j][i] for j in range(k)], axis=0)),
-                       scaling.scale(t.target))
-            scores[f"first_{k}_members"] = pv.pooled()
-        for j in range(len(members)):
-            pv = p1.PerVariable(d)
-            for i, t in enumerate(ts):
-                pv.add(scaling.scale(means[j][i]), scaling.scale(t.target))
-            scores[f"member_{j}"] = pv.pooled()
+        scores = {f"first_{k}_members": _pooled(data, ts, means[:k])
+                  for k in range(1, len(members) + 1)}
+        scores |= {f"member_{j}": _pooled(data, ts, [means[j]]) for j in range(len(members))}
         out[name] = scores
         for key, s in scores.items():
             print(f"{name:8s} {key:16s} MSE {s['mse'] * 1e3:.3f}e-3  MAE {s['mae'] * 1e2:.3f}e-2")

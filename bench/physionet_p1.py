@@ -216,6 +216,37 @@ def train_model(train: list[Series], val: list[Series], channels: list[str], con
     return result.forecaster, time.perf_counter() - start, result.result.steps
 
 
+@dataclass(frozen=True)
+class P1Data:
+    """The P1 split of the archives: stays, scaling (fitted on train + val) and test tasks."""
+
+    channels: list[str]
+    train: list[Series]
+    val: list[Series]
+    test: list[Series]
+    scaling: Scaling
+    forecast_tasks: list[Task]
+    interp_tasks: list[Task]
+
+
+def load_p1(archives: list[Path], *, split_seed: int = 42, interp_seed: int = 0,
+            limit: int | None = None) -> P1Data:
+    """Read the archives and draw P1's split, scaling and test tasks (this script's and
+    ``bench/p1_ensemble.py``'s)."""
+    from pipelines.sources.physionet import read_physionet
+
+    table, _ = read_physionet([str(a) for a in archives], limit=limit)
+    stays = table.series
+    tr, va, te = split_by_stay(len(stays), split_seed)
+    train, val, test = ([stays[i] for i in idx] for idx in (tr, va, te))
+    rng = np.random.default_rng(interp_seed)
+    return P1Data(channels=list(table.channels), train=train, val=val, test=test,
+                  scaling=Scaling.fit(train + val),
+                  forecast_tasks=[t for t in (forecast_task(s) for s in test) if t is not None],
+                  interp_tasks=[t for t in (interpolation_task(s, rng) for s in test)
+                                if t is not None])
+
+
 def recalibrate(forecaster: Any, val: list[Series], config_path: Path, seed: int, *,
                 blend: bool) -> float:
     """Fit the blend (when ``blend``) and the predictive noise of a trained forecaster on
@@ -318,20 +349,14 @@ def main() -> None:
 
     import torch
 
-    from pipelines.sources.physionet import read_physionet
-
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(1)
-    table, _ = read_physionet([str(a) for a in args.archives], limit=args.limit)
-    stays, channels = table.series, table.channels
-    tr, va, te = split_by_stay(len(stays), args.split_seed)
-    train, val, test = ([stays[i] for i in idx] for idx in (tr, va, te))
-    scaling = Scaling.fit(train + val)
-    print(f"{len(stays)} stays: {len(train)} train / {len(val)} val / {len(test)} test")
-
-    rng = np.random.default_rng(args.interp_seed)
-    f_tasks = [t for t in (forecast_task(s) for s in test) if t is not None]
-    i_tasks = [t for t in (interpolation_task(s, rng) for s in test) if t is not None]
+    data = load_p1(args.archives, split_seed=args.split_seed, interp_seed=args.interp_seed,
+                   limit=args.limit)
+    channels, train, val, test = data.channels, data.train, data.val, data.test
+    scaling, f_tasks, i_tasks = data.scaling, data.forecast_tasks, data.interp_tasks
+    print(f"{len(train) + len(val) + len(test)} stays: {len(train)} train / {len(val)} val / "
+          f"{len(test)} test")
 
     d = len(channels)
     fc = {k: PerVariable(d) for k in ("model", "locf")}

@@ -46,7 +46,8 @@ from torch import Tensor
 from latent_ode.baselines import ChannelBaselines
 from latent_ode.errors import ConfigError
 
-__all__ = ["BLEND_BINS", "BaselineBlend", "fit_weight", "lookup_gap_bins"]
+__all__ = ["BLEND_BINS", "BaselineBlend", "fit_weight", "infs_to_nulls", "lookup_gap_bins",
+           "nulls_to_inf"]
 
 #: Gap bins per regime and channel when there are enough validation points for each.
 BLEND_BINS = 3
@@ -136,9 +137,7 @@ class BaselineBlend:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (``inf`` edges written as ``null``)."""
-        edges = [[[None if not np.isfinite(x) else float(x) for x in row] for row in regime]
-                 for regime in self.edges]
-        out: dict[str, Any] = {"weights": self.weights.tolist(), "edges": edges}
+        out: dict[str, Any] = {"weights": self.weights.tolist(), "edges": infs_to_nulls(self.edges)}
         if self.unobserved is not None and self.fallback is not None:
             out |= {"unobserved": self.unobserved.tolist(), "fallback": self.fallback.tolist()}
         if self.raw_anchor is not None:
@@ -221,6 +220,14 @@ def _check_weights(name: str, w: np.ndarray) -> None:
 
 
 def nulls_to_inf(x: Any) -> Any:
+    """Nested lists with ``None`` read back as ``inf`` (what :func:`infs_to_nulls` wrote)."""
     if isinstance(x, Sequence) and not isinstance(x, str):
         return [nulls_to_inf(v) for v in x]
     return float("inf") if x is None else x
+
+
+def infs_to_nulls(edges: np.ndarray) -> Any:
+    """Nested lists of an array of gap-bin edges, ``inf`` written as ``None`` (JSON has no
+    infinity)."""
+    return [infs_to_nulls(row) for row in edges] if edges.ndim > 1 else [
+        None if not np.isfinite(x) else float(x) for x in edges]

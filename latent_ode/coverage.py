@@ -7,10 +7,10 @@ and the farthest 0.85 where 0.90 was asked, with 0.90 in the middle. :class:`Noi
 corrects that shape after the fact, split-conformal style: on the validation split's held-out
 points, per regime and per equal-count bin of the gap (channels pooled), the factor ``c`` by
 which the noise must be multiplied for 90% of the points to fall inside their central 90%
-interval. A point with residual ``r``, sample spread ``v`` and noise ``σ`` falls inside the
-normal approximation of its interval when ``r² ≤ z²(v + c²σ²)``, ``z`` = 1.645, so each point
-needs ``c² ≥ (r²/z² − v)/σ²`` and ``c`` is the bin's 0.9-quantile of that (the served interval
-is the samples' mixture, which this approximates).
+interval. Each point's least such factor is exact for the interval that is served, the samples'
+mixture of N(sample, (c·σ)²): the truth is inside while the mixture's CDF at it lies in
+[0.05, 0.95], which is monotone in ``c``, so bisection finds the threshold
+(``calibration._needed_scale``); ``c`` is the bin's 0.9-quantile of those.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from latent_ode.blend import lookup_gap_bins, nulls_to_inf
+from latent_ode.blend import infs_to_nulls, lookup_gap_bins, nulls_to_inf
 from latent_ode.errors import ConfigError
 
 __all__ = ["NoiseScale"]
@@ -65,9 +65,7 @@ class NoiseScale:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (``inf`` edges written as ``null``)."""
-        return {"factors": self.factors.tolist(),
-                "edges": [[None if not np.isfinite(x) else float(x) for x in row]
-                          for row in self.edges]}
+        return {"factors": self.factors.tolist(), "edges": infs_to_nulls(self.edges)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NoiseScale:

@@ -290,6 +290,8 @@ def _needed_scale(dev: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         hi = torch.where(ok, mid, hi)
         lo = torch.where(ok, lo, mid)
     return hi
+
+
 def _fit_bins(delta: np.ndarray, target: np.ndarray, gap: np.ndarray, bins: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """(K,) weights and (K - 1,) gap edges of one regime and channel from its held-out points:
